@@ -1,0 +1,42 @@
+# Every target bootstraps .venv itself: `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint unit e2e check clean deploy-envoy
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,test,lint]'
+	@touch $(STAMP)
+
+## run: Envoy + the sidecar + the mock upstream on http://127.0.0.1:10000 (Ctrl-C stops all three)
+run: $(STAMP)
+	$(BIN)/llm-extproc dev --config examples/config.yaml
+
+## test: lint, then every test (unit, gRPC, end to end through a real Envoy)
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check extproc handlers tests examples
+	$(BIN)/ruff format --check extproc handlers
+	$(BIN)/mypy extproc handlers
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not e2e"
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q -m e2e
+
+check: $(STAMP)
+	$(BIN)/llm-extproc check --config examples/config.yaml
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+## deploy-envoy: regenerate deploy/envoy/envoy.yaml (a test fails if it drifts from the generator)
+deploy-envoy: $(STAMP)
+	$(BIN)/llm-extproc envoy-config --config deploy/envoy/config.yaml --upstream http://upstream:8000 > deploy/envoy/envoy.yaml

@@ -1,0 +1,169 @@
+"""`UserAPIKeyAuth`: who is calling, built from the request's headers and Envoy's metadata.
+
+The raw API key never leaves this module: only its SHA-256 hex digest is kept, as LiteLLM does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extproc.types import Headers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class UserAPIKeyAuth:
+    """The caller, with the field names of LiteLLM's proxy (`api_key` and `token` are hashes)."""
+
+    api_key: str | None = None
+    token: str | None = None
+    key_name: str | None = None
+    key_alias: str | None = None
+    user_id: str | None = None
+    user_email: str | None = None
+    user_role: str | None = None
+    team_id: str | None = None
+    team_alias: str | None = None
+    org_id: str | None = None
+    end_user_id: str | None = None
+    models: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    team_metadata: dict[str, Any] = field(default_factory=dict)
+    max_parallel_requests: int | None = None
+    tpm_limit: int | None = None
+    rpm_limit: int | None = None
+    team_tpm_limit: int | None = None
+    team_rpm_limit: int | None = None
+    team_max_parallel_requests: int | None = None
+    end_user_tpm_limit: int | None = None
+    end_user_rpm_limit: int | None = None
+    tpm_limit_per_model: dict[str, int] = field(default_factory=dict)
+    rpm_limit_per_model: dict[str, int] = field(default_factory=dict)
+    max_budget: float | None = None
+    spend: float = 0.0
+    allowed_model_region: str | None = None
+    request_route: str | None = None
+    parent_otel_span: Any = None
+
+    def model_dump(self, **_: Any) -> dict[str, Any]:
+        """A dict of the fields, as pydantic's `model_dump` gives on LiteLLM's class."""
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(UserAPIKeyAuth)}
+_INT_FIELDS = {
+    "max_parallel_requests",
+    "tpm_limit",
+    "rpm_limit",
+    "team_tpm_limit",
+    "team_rpm_limit",
+    "team_max_parallel_requests",
+    "end_user_tpm_limit",
+    "end_user_rpm_limit",
+}
+_FLOAT_FIELDS = {"max_budget", "spend"}
+_LIST_FIELDS = {"models"}
+_DICT_FIELDS = {"metadata", "team_metadata", "tpm_limit_per_model", "rpm_limit_per_model"}
+_DERIVED_FIELDS = {"api_key", "token", "end_user_id", "request_route", "parent_otel_span"}
+SETTABLE_FIELDS = frozenset(_FIELDS) - _DERIVED_FIELDS
+
+
+def hash_key(raw_key: str) -> str:
+    """The SHA-256 hex digest LiteLLM stores instead of a key."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def raw_key_of(headers: Headers) -> str | None:
+    """The bearer token, or `x-api-key` / `api-key` (Anthropic and Azure styles)."""
+    value = headers.get("authorization")
+    if value:
+        scheme, _, rest = value.partition(" ")
+        return rest.strip() if scheme.lower() == "bearer" and rest.strip() else value.strip()
+    return headers.get("x-api-key") or headers.get("api-key") or None
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a header string or a metadata value into the field's type; raise ValueError if it can't."""
+    if name in _INT_FIELDS:
+        return int(value)
+    if name in _FLOAT_FIELDS:
+        return float(value)
+    if name in _LIST_FIELDS:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return [part.strip() for part in str(value).split(",") if part.strip()]
+    if name in _DICT_FIELDS:
+        if isinstance(value, dict):
+            return value
+        parsed = orjson.loads(value)
+        if not isinstance(parsed, dict):
+            raise ValueError("expected a JSON object")
+        return parsed
+    return value if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataSource:
+    """One field read from Envoy dynamic metadata: `namespace:dotted.path`."""
+
+    namespace: str
+    path: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> MetadataSource:
+        namespace, sep, path = spec.rpartition(":")
+        if not sep or not namespace or not path:
+            raise ValueError(f"expected 'namespace:path', got {spec!r}")
+        return cls(namespace, tuple(path.split(".")))
+
+    def lookup(self, metadata: dict[str, Any]) -> Any:
+        node: Any = metadata.get(self.namespace)
+        for part in self.path:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(part)
+        return node
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSources:
+    """Where each `UserAPIKeyAuth` field comes from: request headers and Envoy metadata."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    metadata: tuple[tuple[str, MetadataSource], ...] = ()
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(source.namespace for _, source in self.metadata))
+
+    def build(
+        self, headers: Headers, metadata: dict[str, Any], end_user: str | None, route: str
+    ) -> UserAPIKeyAuth:
+        auth = UserAPIKeyAuth(end_user_id=end_user, request_route=route)
+        raw = raw_key_of(headers)
+        if raw:
+            auth.api_key = auth.token = hash_key(raw)
+        for name, header in self.headers:
+            value = headers.get(header)
+            if value is not None:
+                _assign(auth, name, value)
+        for name, source in self.metadata:
+            value = source.lookup(metadata)
+            if value is not None:
+                _assign(auth, name, value)
+        return auth
+
+
+def _assign(auth: UserAPIKeyAuth, name: str, value: Any) -> None:
+    try:
+        setattr(auth, name, coerce(name, value))
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        # A malformed identity value is ignored rather than trusted half-way.
+        log.warning("ignoring a malformed value for UserAPIKeyAuth.%s", name)

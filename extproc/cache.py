@@ -1,0 +1,167 @@
+"""`DualCache`: LiteLLM's cache interface over an in-process TTL store (and, later, a shared one).
+
+Every method exists in a sync and an async form, with LiteLLM's names and keyword arguments.
+The async forms are the ones hooks should use; a shared backend (Redis) plugs in behind
+`CacheBackend` without changing what handlers call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+
+class CacheBackend(Protocol):
+    """What a store must offer; counters change atomically inside the store."""
+
+    async def get(self, key: str) -> Any: ...
+    async def set(self, key: str, value: Any, ttl: float | None) -> None: ...
+    async def increment(self, key: str, amount: float, ttl: float | None) -> float: ...
+    async def delete(self, key: str) -> None: ...
+    async def batch_get(self, keys: list[str]) -> list[Any]: ...
+
+
+class InMemoryCache:
+    """A bounded dict of `key -> (value, expiry)`; expired entries are dropped when read or evicted."""
+
+    def __init__(self, max_size: int = 100_000, default_ttl: float | None = None) -> None:
+        self.max_size = max_size
+        self.default_ttl = default_ttl
+        self._store: dict[str, tuple[Any, float | None]] = {}
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        ttl = self.default_ttl if ttl is None else ttl
+        return None if ttl is None else time.monotonic() + ttl
+
+    def get_sync(self, key: str) -> Any:
+        entry = self._store.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= time.monotonic():
+            del self._store[key]
+            return None
+        return value
+
+    def set_sync(self, key: str, value: Any, ttl: float | None = None) -> None:
+        self._store.pop(key, None)
+        if len(self._store) >= self.max_size:
+            self._evict()
+        self._store[key] = (value, self._expiry(ttl))
+
+    def increment_sync(self, key: str, amount: float, ttl: float | None = None) -> float:
+        entry = self._store.get(key)
+        now = time.monotonic()
+        if entry is None or (entry[1] is not None and entry[1] <= now):
+            self.set_sync(key, amount, ttl)
+            return amount
+        value = (entry[0] or 0) + amount
+        # Incrementing keeps the window's original expiry, as Redis' INCRBY does.
+        self._store[key] = (value, entry[1])
+        return value
+
+    def delete_sync(self, key: str) -> None:
+        self._store.pop(key, None)
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        expired = [k for k, (_, exp) in self._store.items() if exp is not None and exp <= now]
+        for key in expired:
+            del self._store[key]
+        while len(self._store) >= self.max_size:
+            del self._store[next(iter(self._store))]
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    async def get(self, key: str) -> Any:
+        return self.get_sync(key)
+
+    async def set(self, key: str, value: Any, ttl: float | None) -> None:
+        self.set_sync(key, value, ttl)
+
+    async def increment(self, key: str, amount: float, ttl: float | None) -> float:
+        return self.increment_sync(key, amount, ttl)
+
+    async def delete(self, key: str) -> None:
+        self.delete_sync(key)
+
+    async def batch_get(self, keys: list[str]) -> list[Any]:
+        return [self.get_sync(key) for key in keys]
+
+    def flush(self) -> None:
+        self._store.clear()
+
+
+def _ttl(kwargs: dict[str, Any]) -> float | None:
+    ttl = kwargs.get("ttl")
+    return None if ttl is None else float(ttl)
+
+
+class DualCache:
+    """LiteLLM's `DualCache`: an in-process layer, and an optional shared backend behind it."""
+
+    def __init__(
+        self,
+        in_memory_cache: InMemoryCache | None = None,
+        shared_cache: CacheBackend | None = None,
+        default_in_memory_ttl: float | None = None,
+    ) -> None:
+        if in_memory_cache is None:
+            in_memory_cache = InMemoryCache(default_ttl=default_in_memory_ttl)
+        self.in_memory_cache = in_memory_cache
+        self.shared_cache = shared_cache
+
+    # --- sync (in-process only; a shared store is reached from the async forms) ---
+    def get_cache(self, key: str, local_only: bool = False, **kwargs: Any) -> Any:
+        return self.in_memory_cache.get_sync(key)
+
+    def set_cache(self, key: str, value: Any, local_only: bool = False, **kwargs: Any) -> None:
+        self.in_memory_cache.set_sync(key, value, _ttl(kwargs))
+
+    def increment_cache(self, key: str, value: float, local_only: bool = False, **kwargs: Any) -> float:
+        return self.in_memory_cache.increment_sync(key, value, _ttl(kwargs))
+
+    def delete_cache(self, key: str) -> None:
+        self.in_memory_cache.delete_sync(key)
+
+    def batch_get_cache(self, keys: list[str], local_only: bool = False, **kwargs: Any) -> list[Any]:
+        return [self.in_memory_cache.get_sync(key) for key in keys]
+
+    def flush_cache(self) -> None:
+        self.in_memory_cache.flush()
+
+    # --- async ---
+    def _store(self, local_only: bool) -> CacheBackend:
+        if self.shared_cache is not None and not local_only:
+            return self.shared_cache
+        return self.in_memory_cache
+
+    async def async_get_cache(self, key: str, local_only: bool = False, **kwargs: Any) -> Any:
+        return await self._store(local_only).get(key)
+
+    async def async_set_cache(self, key: str, value: Any, local_only: bool = False, **kwargs: Any) -> None:
+        await self._store(local_only).set(key, value, _ttl(kwargs))
+
+    async def async_increment_cache(
+        self, key: str, value: float, local_only: bool = False, **kwargs: Any
+    ) -> float:
+        return await self._store(local_only).increment(key, value, _ttl(kwargs))
+
+    async def async_delete_cache(self, key: str, local_only: bool = False, **kwargs: Any) -> None:
+        await self._store(local_only).delete(key)
+
+    async def async_batch_get_cache(
+        self, keys: list[str], local_only: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        return await self._store(local_only).batch_get(list(keys))
+
+    async def async_batch_set_cache(
+        self, cache_list: Iterable[tuple[str, Any]], local_only: bool = False, **kwargs: Any
+    ) -> None:
+        store = self._store(local_only)
+        for key, value in cache_list:
+            await store.set(key, value, _ttl(kwargs))
+
+    async_set_cache_pipeline = async_batch_set_cache

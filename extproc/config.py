@@ -1,0 +1,242 @@
+"""Config: LiteLLM's proxy config YAML as it is, plus an `extproc:` section for the sidecar.
+
+Unknown keys are reported as warnings, never fatal. `os.environ/NAME` strings are resolved.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extproc.auth import SETTABLE_FIELDS, AuthSources, MetadataSource
+
+
+class ConfigError(Exception):
+    """A config problem, naming the file and key at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One `model_list` entry: a public name and what goes upstream."""
+
+    model_name: str
+    litellm_params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    """The `extproc:` section."""
+
+    listen: tuple[str, ...] = ("127.0.0.1:50051",)
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_json_depth: int = 128
+    hook_timeout_ms: int = 5000
+    failure_mode_allow: bool = False
+    grace_seconds: float = 10.0
+    log_level: str = "info"
+    auth: AuthSources = field(default_factory=AuthSources)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a config file says, validated."""
+
+    path: Path
+    callbacks: tuple[str, ...]
+    enforce_user_param: bool
+    model_list: tuple[Deployment, ...]
+    sidecar: SidecarSettings
+    warnings: tuple[str, ...]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+_TOP_KEYS = {
+    "model_list",
+    "litellm_settings",
+    "general_settings",
+    "router_settings",
+    "environment_variables",
+    "extproc",
+}
+_LITELLM_USED = {"callbacks"}
+_GENERAL_USED = {"enforce_user_param"}
+_SIDECAR_KEYS = {
+    "listen",
+    "max_request_bytes",
+    "max_json_depth",
+    "hook_timeout_ms",
+    "failure_mode_allow",
+    "grace_seconds",
+    "log_level",
+    "auth",
+}
+_LOG_LEVELS = {"debug", "info", "warning", "error"}
+ENV_PREFIX = "os.environ/"
+
+
+def resolve_env(value: Any, where: str) -> Any:
+    """Replace every `os.environ/NAME` string, as LiteLLM does, naming the key when NAME is unset."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name!r} is not set")
+        return os.environ[name]
+    if isinstance(value, dict):
+        return {k: resolve_env(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _listen(value: Any, where: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{where}: expected an address or a list of addresses")
+    for item in items:
+        if item.startswith("unix:"):
+            if len(item) <= len("unix:"):
+                raise ConfigError(f"{where}: {item!r} needs a socket path")
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"{where}: {item!r} is neither host:port nor unix:/path")
+    return tuple(items)
+
+
+def _auth(raw: dict[str, Any], where: str) -> AuthSources:
+    headers: list[tuple[str, str]] = []
+    metadata: list[tuple[str, MetadataSource]] = []
+    for key, value in raw.items():
+        if key not in ("headers", "metadata"):
+            raise ConfigError(f"{where}.{key}: unknown key (expected 'headers' or 'metadata')")
+        for name, spec in _mapping(value, f"{where}.{key}").items():
+            at = f"{where}.{key}.{name}"
+            if name not in SETTABLE_FIELDS:
+                raise ConfigError(f"{at}: UserAPIKeyAuth has no settable field {name!r}")
+            if not isinstance(spec, str) or not spec:
+                raise ConfigError(f"{at}: expected a string")
+            if key == "headers":
+                headers.append((name, spec.lower()))
+            else:
+                try:
+                    metadata.append((name, MetadataSource.parse(spec)))
+                except ValueError as exc:
+                    raise ConfigError(f"{at}: {exc}") from None
+    return AuthSources(tuple(headers), tuple(metadata))
+
+
+def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
+    defaults = SidecarSettings()
+    for key in raw.keys() - _SIDECAR_KEYS:
+        warnings.append(f"extproc.{key}: unknown key, ignored")
+    level = raw.get("log_level", defaults.log_level)
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"extproc.log_level: expected one of {sorted(_LOG_LEVELS)}, got {level!r}")
+    grace = raw.get("grace_seconds", defaults.grace_seconds)
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+        raise ConfigError(f"extproc.grace_seconds: expected a number >= 0, got {grace!r}")
+    return SidecarSettings(
+        listen=_listen(raw.get("listen", list(defaults.listen)), "extproc.listen"),
+        max_request_bytes=_int(
+            raw.get("max_request_bytes", defaults.max_request_bytes), "extproc.max_request_bytes", 1024
+        ),
+        max_json_depth=_int(raw.get("max_json_depth", defaults.max_json_depth), "extproc.max_json_depth", 2),
+        hook_timeout_ms=_int(raw.get("hook_timeout_ms", defaults.hook_timeout_ms), "extproc.hook_timeout_ms"),
+        failure_mode_allow=_bool(
+            raw.get("failure_mode_allow", defaults.failure_mode_allow), "extproc.failure_mode_allow"
+        ),
+        grace_seconds=float(grace),
+        log_level=level,
+        auth=_auth(_mapping(raw.get("auth"), "extproc.auth"), "extproc.auth"),
+    )
+
+
+def _callbacks(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else (value or [])
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError("litellm_settings.callbacks: expected a string or a list of strings")
+    return tuple(items)
+
+
+def _model_list(value: Any) -> tuple[Deployment, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("model_list: expected a list")
+    deployments = []
+    for i, entry in enumerate(value):
+        where = f"model_list[{i}]"
+        entry = _mapping(entry, where)
+        name = entry.get("model_name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.model_name: expected a non-empty string")
+        params = _mapping(entry.get("litellm_params"), f"{where}.litellm_params")
+        if not isinstance(params.get("model"), str):
+            raise ConfigError(f"{where}.litellm_params.model: expected a string")
+        deployments.append(Deployment(name, params))
+    return tuple(deployments)
+
+
+def parse(raw: Any, path: Path) -> Config:
+    """Validate a decoded config document."""
+    doc = _mapping(raw, "config")
+    warnings = [f"{key}: unknown top-level key, ignored" for key in doc.keys() - _TOP_KEYS]
+    for name, value in _mapping(doc.get("environment_variables"), "environment_variables").items():
+        os.environ.setdefault(str(name), str(value))
+    doc = resolve_env(doc, "config")
+    litellm = _mapping(doc.get("litellm_settings"), "litellm_settings")
+    general = _mapping(doc.get("general_settings"), "general_settings")
+    warnings += [f"litellm_settings.{k}: not used by llm-extproc" for k in litellm.keys() - _LITELLM_USED]
+    warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
+    return Config(
+        path=path,
+        callbacks=_callbacks(litellm.get("callbacks")),
+        enforce_user_param=_bool(
+            general.get("enforce_user_param", False), "general_settings.enforce_user_param"
+        ),
+        model_list=_model_list(doc.get("model_list")),
+        sidecar=_sidecar(_mapping(doc.get("extproc"), "extproc"), warnings),
+        warnings=tuple(sorted(warnings)),
+    )
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; errors name the file."""
+    path = Path(path).absolute()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse(raw if raw is not None else {}, path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

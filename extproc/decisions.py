@@ -1,0 +1,61 @@
+"""What a session answers for one phase, free of protobuf: the transport turns these into messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+
+class BodyMode(IntEnum):
+    """Envoy's `ProcessingMode.BodySendMode`, same numbers."""
+
+    NONE = 0
+    STREAMED = 1
+    BUFFERED = 2
+    BUFFERED_PARTIAL = 3
+    FULL_DUPLEX_STREAMED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """A complete processing mode: Envoy's `mode_override` replaces every field, so all are set."""
+
+    request_body: BodyMode = BodyMode.NONE
+    response_headers: bool = False
+    response_body: BodyMode = BodyMode.NONE
+
+    @property
+    def response_trailers(self) -> bool:
+        """Envoy insists on trailers being sent with a full-duplex body."""
+        return self.response_body is BodyMode.FULL_DUPLEX_STREAMED
+
+
+PASS_THROUGH_MODE = Mode()
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Let the message go on, changed as given."""
+
+    set_headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[str, ...] = ()
+    body: bytes | None = None
+    clear_route_cache: bool = False
+    mode: Mode | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer the client now, instead of (or in place of) the upstream."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    details: str = "llm-extproc"
+    content_type: str = "application/json"
+
+
+CONTINUE = Continue()
+Decision = Continue | Reply

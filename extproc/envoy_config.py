@@ -1,0 +1,303 @@
+"""The Envoy bootstrap the sidecar needs, generated from its settings (used by `dev` and deploy/).
+
+Every rule of extproc-facts.md that lives in Envoy's config is applied here: a complete static
+processing mode asking only for the phases the hooks use, `allow_mode_override`, explicit message
+timeouts with a `max_message_timeout` for overrides, metadata namespaces listed so they are not
+dropped, buffer limits sized to the body limit, and an OpenAI-shaped body for Envoy's own 413.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from extproc.decisions import BodyMode
+from extproc.endpoints import ENDPOINT_REGEX
+from extproc.pipeline import Pipeline
+
+METADATA_NAMESPACE = "llm_extproc"
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+SIDECAR_CLUSTER = "llm_extproc"
+UPSTREAM_CLUSTER = "upstream"
+_GRPC_SLACK = 1024 * 1024
+_MESSAGE_TIMEOUT_MARGIN_MS = 500
+_MAX_MESSAGE_TIMEOUT_S = 60
+# Envoy response flags of its own upstream failures (connect, no host, overflow, retries, timeout).
+UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UT")
+
+_TYPE = "type.googleapis.com/envoy.extensions"
+HCM_TYPE = f"{_TYPE}.filters.network.http_connection_manager.v3.HttpConnectionManager"
+EXT_PROC_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExternalProcessor"
+EXT_PROC_PER_ROUTE_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute"
+ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
+HTTP_OPTIONS_TYPE = f"{_TYPE}.upstreams.http.v3.HttpProtocolOptions"
+TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
+FILE_LOG_TYPE = f"{_TYPE}.access_loggers.file.v3.FileAccessLog"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where Envoy sends LLM traffic: `scheme://host[:port]`."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> Upstream:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream {url!r}: expected http(s)://host[:port]")
+        if parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"upstream {url!r}: give scheme://host[:port] only; request paths are kept")
+        return cls(parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+def _address(sidecar: str) -> dict[str, Any]:
+    if sidecar.startswith("unix:"):
+        return {"pipe": {"path": sidecar[len("unix:") :]}}
+    host, _, port = sidecar.rpartition(":")
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def _duration_ms(ms: int) -> str:
+    return f"{ms / 1000:.3f}s"
+
+
+def processing_mode(pipeline: Pipeline) -> dict[str, str]:
+    mode = pipeline.request_mode
+    return {
+        "request_header_mode": "SEND",
+        "request_body_mode": mode.request_body.name,
+        "response_header_mode": "SEND" if mode.response_headers else "SKIP",
+        "response_body_mode": BodyMode.NONE.name,
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }
+
+
+def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[str, Any]:
+    """The ext_proc HTTP filter as the sidecar needs it (also the Istio EnvoyFilter's patch value)."""
+    settings = pipeline.config.sidecar
+    message_timeout_ms = settings.hook_timeout_ms + _MESSAGE_TIMEOUT_MARGIN_MS
+    metadata: dict[str, Any] = {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}}
+    if settings.auth.namespaces:
+        metadata["forwarding_namespaces"] = {"untyped": list(settings.auth.namespaces)}
+    return {
+        "name": EXT_PROC_FILTER,
+        "typed_config": {
+            "@type": EXT_PROC_TYPE,
+            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+            "failure_mode_allow": settings.failure_mode_allow,
+            "processing_mode": processing_mode(pipeline),
+            "allow_mode_override": True,
+            "message_timeout": _duration_ms(message_timeout_ms),
+            "max_message_timeout": f"{max(_MAX_MESSAGE_TIMEOUT_S, message_timeout_ms // 1000 + 1)}s",
+            "metadata_options": metadata,
+        },
+    }
+
+
+def _disabled() -> dict[str, Any]:
+    return {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
+
+
+def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any]:
+    """LLM paths through the sidecar (when any hook needs them), every other path straight through."""
+    action: dict[str, Any] = {"cluster": UPSTREAM_CLUSTER, "timeout": "0s"}
+    if upstream is not None:
+        action["host_rewrite_literal"] = upstream.authority
+    llm_route: dict[str, Any] = {
+        "name": "llm_api",
+        "match": {"safe_regex": {"regex": ENDPOINT_REGEX}},
+        "route": action,
+    }
+    if not pipeline.needs_sidecar:
+        llm_route["typed_per_filter_config"] = _disabled()
+    other = {
+        "name": "pass_through",
+        "match": {"prefix": "/"},
+        "route": action,
+        "typed_per_filter_config": _disabled(),
+    }
+    return {"name": "llm", "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": [llm_route, other]}]}
+
+
+def local_replies(pipeline: Pipeline) -> dict[str, Any]:
+    """Envoy's own error replies in the OpenAI envelope: body too large, upstream unreachable."""
+    limit = pipeline.config.sidecar.max_request_bytes
+    too_large = {
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": 413, "runtime_key": "llm_extproc.local_reply.413"},
+                }
+            }
+        },
+        "body_format_override": {
+            "content_type": "application/json",
+            "json_format": {
+                "error": {
+                    "message": f"Request body too large: the limit is {limit} bytes",
+                    "type": "invalid_request_error",
+                    "param": "request_body",
+                    "code": "413",
+                }
+            },
+        },
+    }
+    # One mapper per status: Envoy would type a lone %RESPONSE_CODE% as a number, the envelope wants a string.
+    upstream_failed = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "EQ",
+                                    "value": {
+                                        "default_value": status,
+                                        "runtime_key": f"llm_extproc.local_reply.{status}",
+                                    },
+                                }
+                            }
+                        },
+                        {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
+                    ]
+                }
+            },
+            "body_format_override": {
+                "content_type": "application/json",
+                "json_format": {
+                    "error": {
+                        "message": "%LOCAL_REPLY_BODY%",
+                        "type": "internal_server_error",
+                        "param": None,
+                        "code": str(status),
+                    }
+                },
+            },
+        }
+        for status in (502, 503, 504)
+    ]
+    return {"mappers": [too_large, *upstream_failed]}
+
+
+def access_log(path: str) -> list[dict[str, Any]]:
+    fields = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "duration_ms": "%DURATION%",
+        "upstream": "%UPSTREAM_HOST%",
+        "llm_extproc": f"%DYNAMIC_METADATA({METADATA_NAMESPACE})%",
+        "ext_proc_timing": f"%FILTER_STATE({EXT_PROC_FILTER}:PLAIN)%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {"@type": FILE_LOG_TYPE, "path": path, "log_format": {"json_format": fields}},
+        }
+    ]
+
+
+def _cluster(name: str, address: dict[str, Any], buffer_limit: int, http2: bool) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if "pipe" in address else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": buffer_limit,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            HTTP_OPTIONS_TYPE.rpartition("/")[2]: {
+                "@type": HTTP_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def bootstrap(
+    pipeline: Pipeline,
+    *,
+    listen_port: int,
+    admin_port: int,
+    sidecar: str,
+    upstream: str,
+    listen_address: str = "127.0.0.1",
+    access_log_path: str = "/dev/stdout",
+) -> dict[str, Any]:
+    """A complete static Envoy bootstrap: one listener, the sidecar's cluster and the upstream's."""
+    target = Upstream.parse(upstream)
+    limit = pipeline.config.sidecar.max_request_bytes
+    hcm = {
+        "@type": HCM_TYPE,
+        "stat_prefix": "llm",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+        "access_log": access_log(access_log_path),
+        "local_reply_config": local_replies(pipeline),
+        "route_config": route_config(pipeline, target),
+        "http_filters": [
+            ext_proc_filter(pipeline),
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
+        ],
+    }
+    upstream_cluster = _cluster(
+        UPSTREAM_CLUSTER,
+        {"socket_address": {"address": target.host, "port_value": target.port}},
+        limit,
+        http2=False,
+    )
+    if target.scheme == "https":
+        upstream_cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": TLS_TYPE, "sni": target.host},
+        }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "llm",
+                    "address": {"socket_address": {"address": listen_address, "port_value": listen_port}},
+                    "per_connection_buffer_limit_bytes": limit,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                _cluster(SIDECAR_CLUSTER, _address(sidecar), limit + _GRPC_SLACK, http2=True),
+                upstream_cluster,
+            ],
+        },
+    }
+
+
+def render(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, width=120)

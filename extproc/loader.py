@@ -1,0 +1,100 @@
+"""Handler loading: `module.attribute` references resolved relative to the config file's folder."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+
+class HandlerError(Exception):
+    """A handler that cannot be loaded or is wrongly shaped; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedHandler:
+    """A handler instance and the config reference it came from."""
+
+    reference: str
+    instance: object
+
+
+def _module_file(folder: Path, module_name: str) -> Path | None:
+    base = folder.joinpath(*module_name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_file(module_name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise HandlerError(f"{path}: cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(module_name)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        if previous is None:
+            sys.modules.pop(module_name, None)
+        else:
+            sys.modules[module_name] = previous
+        raise
+    return module
+
+
+def import_module(module_name: str, folder: Path) -> ModuleType:
+    """A file under `folder` wins (re-read on every call, for reloads); else an installed module."""
+    path = _module_file(folder, module_name)
+    folder_entry = str(folder)
+    if folder_entry not in sys.path:
+        # Handler files import their siblings, as they do next to LiteLLM's config.
+        sys.path.insert(0, folder_entry)
+    try:
+        if path is not None:
+            return _load_file(module_name, path)
+        return importlib.import_module(module_name)
+    except HandlerError:
+        raise
+    except ModuleNotFoundError as exc:
+        if path is not None or not module_name.startswith(exc.name or "\0"):
+            raise HandlerError(
+                f"{path or module_name}: failed to import: ModuleNotFoundError: {exc}"
+            ) from exc
+        raise HandlerError(
+            f"module {module_name!r} not found (looked for {folder}/{module_name.replace('.', '/')}.py "
+            f"and installed packages): {exc}"
+        ) from None
+    except Exception as exc:
+        where = path or module_name
+        raise HandlerError(f"{where}: failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def resolve(reference: str, folder: Path) -> object:
+    """`custom_callbacks.proxy_handler_instance` -> the object; a class is instantiated."""
+    module_name, sep, attribute = reference.rpartition(".")
+    if not sep or not module_name or not attribute:
+        raise HandlerError(
+            f"callback {reference!r}: expected 'module.attribute', "
+            "e.g. custom_callbacks.proxy_handler_instance"
+        )
+    module = import_module(module_name, folder)
+    try:
+        target = getattr(module, attribute)
+    except AttributeError:
+        raise HandlerError(f"callback {reference!r}: module {module_name!r} has no {attribute!r}") from None
+    if isinstance(target, type):
+        try:
+            return target()
+        except Exception as exc:
+            raise HandlerError(f"callback {reference!r}: {attribute}() failed: {exc}") from exc
+    return target
+
+
+def load_handlers(references: tuple[str, ...], folder: Path) -> list[LoadedHandler]:
+    return [LoadedHandler(ref, resolve(ref, folder)) for ref in references]

@@ -1,0 +1,70 @@
+"""`Pipeline`: everything built once per config (chain, route table, cache, modes), shared read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from extproc import config as config_module
+from extproc.cache import DualCache
+from extproc.chain import HookChain
+from extproc.config import Config
+from extproc.decisions import BodyMode, Mode
+from extproc.endpoints import RouteTable
+from extproc.loader import load_handlers
+from extproc.types import HookKind
+
+# Hook kinds that need Envoy to send the response headers (and, per request, maybe the body).
+RESPONSE_SIDE_KINDS = (
+    HookKind.MODERATION,
+    HookKind.POST_CALL_SUCCESS,
+    HookKind.POST_CALL_FAILURE,
+    HookKind.POST_CALL_STREAMING,
+    HookKind.POST_CALL_STREAMING_ITERATOR,
+    HookKind.LOG_SUCCESS,
+    HookKind.LOG_FAILURE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """One loaded config: requests take a reference at their start and keep it to their end."""
+
+    config: Config
+    chain: HookChain
+    routes: RouteTable
+    cache: DualCache
+    request_mode: Mode
+
+    @property
+    def needs_sidecar(self) -> bool:
+        """False when no hook and no setting needs anything from LLM requests."""
+        return self.request_mode.request_body is not BodyMode.NONE or self.request_mode.response_headers
+
+
+def needed_mode(config: Config, chain: HookChain) -> Mode:
+    """The phases the configured hooks use, and no others."""
+    wants_body = config.enforce_user_param or not chain.empty
+    return Mode(
+        request_body=BodyMode.BUFFERED if wants_body else BodyMode.NONE,
+        response_headers=any(chain.has(kind) for kind in RESPONSE_SIDE_KINDS),
+        response_body=BodyMode.NONE,
+    )
+
+
+def build(config: Config, cache: DualCache | None = None) -> Pipeline:
+    """Load the handlers a config names and validate them; raises ConfigError or HandlerError."""
+    settings = config.sidecar
+    handlers = load_handlers(config.callbacks, config.folder)
+    chain = HookChain(handlers, settings.hook_timeout_ms / 1000)
+    return Pipeline(
+        config=config,
+        chain=chain,
+        routes=RouteTable(settings.max_json_depth),
+        cache=DualCache() if cache is None else cache,
+        request_mode=needed_mode(config, chain),
+    )
+
+
+def load(path: str | Path, cache: DualCache | None = None) -> Pipeline:
+    return build(config_module.load(path), cache)

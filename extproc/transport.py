@@ -1,0 +1,183 @@
+"""The ext_proc gRPC service: the only code that touches Envoy's protobuf messages.
+
+`Process()` walks one gRPC stream (one HTTP request), hands each phase to a `Session`, and turns
+the session's `Continue` / `Reply` decisions into `ProcessingResponse`s. Content-length fix-ups,
+`mode_override` and the OpenAI-shaped local replies are encoded here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import json_format
+
+from extproc.decisions import Continue, Decision, Mode, Reply
+from extproc.errors import envelope
+from extproc.pipeline import Pipeline
+from extproc.session import Session
+from extproc.types import Headers
+
+log = logging.getLogger("extproc.transport")
+
+_PM = processing_mode_pb2.ProcessingMode
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_INTERNAL_ERROR = envelope(500, "llm-extproc: internal error while processing the request")
+
+
+def headers_of(header_map: Any) -> Headers:
+    """Envoy sends values in `raw_value` (bytes); `value` only from older peers."""
+    return {
+        h.key: h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value for h in header_map.headers
+    }
+
+
+def _header(key: str, value: str) -> Any:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
+    )
+
+
+@cache
+def mode_proto(mode: Mode) -> Any:
+    """A complete ProcessingMode: Envoy treats every unset field of an override as off."""
+    return _PM(
+        request_header_mode=_PM.SEND,
+        request_body_mode=int(mode.request_body),
+        response_header_mode=_PM.SEND if mode.response_headers else _PM.SKIP,
+        response_body_mode=int(mode.response_body),
+        request_trailer_mode=_PM.SKIP,
+        response_trailer_mode=_PM.SEND if mode.response_trailers else _PM.SKIP,
+    )
+
+
+def _common(decision: Continue) -> Any:
+    common = pb.CommonResponse()
+    if decision.set_headers or decision.remove_headers:
+        mutation = common.header_mutation
+        mutation.set_headers.extend(_header(k, v) for k, v in decision.set_headers)
+        mutation.remove_headers.extend(decision.remove_headers)
+    if decision.body is not None:
+        common.body_mutation.body = decision.body
+    if decision.clear_route_cache:
+        common.clear_route_cache = True
+    return common
+
+
+def immediate(reply: Reply) -> Any:
+    headers = pb.HeaderMutation(
+        set_headers=[_header("content-type", reply.content_type)] + [_header(k, v) for k, v in reply.headers]
+    )
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=reply.status),
+            headers=headers,
+            body=reply.body,
+            details=reply.details,
+        )
+    )
+
+
+_PHASE_FIELD = {
+    "request_headers": ("request_headers", pb.HeadersResponse),
+    "response_headers": ("response_headers", pb.HeadersResponse),
+    "request_body": ("request_body", pb.BodyResponse),
+    "response_body": ("response_body", pb.BodyResponse),
+}
+
+
+@cache
+def _plain_continue(phase: str, mode: Mode | None) -> Any:
+    """Answers with no mutation are the same every time: build each once."""
+    return _encode_continue(phase, Continue(mode=mode))
+
+
+def _encode_continue(phase: str, decision: Continue) -> Any:
+    if phase in ("request_trailers", "response_trailers"):
+        return pb.ProcessingResponse(**{phase: pb.TrailersResponse()})
+    field, message = _PHASE_FIELD[phase]
+    response = pb.ProcessingResponse(**{field: message(response=_common(decision))})
+    if decision.mode is not None:
+        response.mode_override.CopyFrom(mode_proto(decision.mode))
+    return response
+
+
+def encode(phase: str, decision: Decision) -> Any:
+    if isinstance(decision, Reply):
+        return immediate(decision)
+    if not (
+        decision.set_headers
+        or decision.remove_headers
+        or decision.body is not None
+        or decision.clear_route_cache
+        or decision.metadata
+    ):
+        return _plain_continue(phase, decision.mode)
+    return _encode_continue(phase, decision)
+
+
+def _metadata(request: Any, namespaces: tuple[str, ...]) -> dict[str, Any]:
+    if not namespaces:
+        return {}
+    filter_metadata = request.metadata_context.filter_metadata
+    return {ns: json_format.MessageToDict(filter_metadata[ns]) for ns in namespaces if ns in filter_metadata}
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    """Envoy's `ExternalProcessor` service; `current` returns the pipeline for new requests."""
+
+    def __init__(self, current: Callable[[], Pipeline]) -> None:
+        self._current = current
+
+    async def Process(self, request_iterator: Any, context: Any) -> None:
+        session = Session(self._current())
+        try:
+            while True:
+                request = await context.read()
+                if request is grpc.aio.EOF:
+                    return
+                response = await self._answer(session, request)
+                await context.write(response)
+                if response.HasField("immediate_response"):
+                    return
+        except asyncio.CancelledError:
+            # Envoy resets about half of all finished streams instead of closing them: not an error.
+            raise
+        finally:
+            session.close()
+
+    async def _answer(self, session: Session, request: Any) -> Any:
+        phase = request.WhichOneof("request")
+        try:
+            decision = await self._dispatch(session, phase, request)
+        except Exception:
+            log.exception("request %s: unexpected error in phase %s", session.request_id, phase)
+            return immediate(Reply(500, _INTERNAL_ERROR.body, details="llm-extproc_internal_error"))
+        return encode(phase, decision)
+
+    async def _dispatch(self, session: Session, phase: str, request: Any) -> Decision:
+        if phase == "request_headers":
+            message = request.request_headers
+            namespaces = session.pipeline.config.sidecar.auth.namespaces
+            return await session.request_headers(
+                headers_of(message.headers), message.end_of_stream, _metadata(request, namespaces)
+            )
+        if phase == "request_body":
+            return await session.request_body(request.request_body.body, request.request_body.end_of_stream)
+        if phase == "response_headers":
+            message = request.response_headers
+            return await session.response_headers(headers_of(message.headers), message.end_of_stream)
+        if phase == "response_body":
+            return await session.response_body(
+                request.response_body.body, request.response_body.end_of_stream
+            )
+        return Continue()

@@ -1,0 +1,1 @@
+"""Built-in handlers, written against `extproc`'s public hook API like any user handler."""

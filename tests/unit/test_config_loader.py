@@ -1,0 +1,199 @@
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from extproc import config, pipeline
+from extproc.config import ConfigError
+from extproc.loader import HandlerError
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+HANDLER = """
+from extproc import CustomLogger
+
+class Handler(CustomLogger):
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        return None
+
+proxy_handler_instance = Handler()
+"""
+
+
+def test_litellm_config_as_is(tmp_path):
+    write(tmp_path, "custom_callbacks.py", HANDLER)
+    path = write(
+        tmp_path,
+        "config.yaml",
+        """
+        model_list:
+          - model_name: gpt-3.5-turbo
+            litellm_params: {model: gpt-3.5-turbo, api_key: os.environ/TEST_KEY}
+        litellm_settings:
+          callbacks: custom_callbacks.proxy_handler_instance
+          drop_params: true
+        general_settings:
+          enforce_user_param: true
+          master_key: sk-1234
+    """,
+    )
+    import os
+
+    os.environ["TEST_KEY"] = "sekret"
+    try:
+        loaded = config.load(path)
+    finally:
+        del os.environ["TEST_KEY"]
+    assert loaded.callbacks == ("custom_callbacks.proxy_handler_instance",)
+    assert loaded.enforce_user_param is True
+    assert loaded.model_list[0].litellm_params["api_key"] == "sekret"
+    assert "litellm_settings.drop_params: not used by llm-extproc" in loaded.warnings
+    assert "general_settings.master_key: not used by llm-extproc" in loaded.warnings
+    built = pipeline.build(loaded)
+    assert [h.label for h in built.chain.pre_call_hooks] == [
+        "custom_callbacks.proxy_handler_instance.async_pre_call_hook"
+    ]
+
+
+def test_callbacks_list_and_extproc_section(tmp_path):
+    path = write(
+        tmp_path,
+        "c.yaml",
+        """
+        litellm_settings:
+          callbacks: [a.b, c.d]
+        extproc:
+          listen: ["0.0.0.0:9000", "unix:/tmp/x.sock"]
+          max_request_bytes: 4096
+          hook_timeout_ms: 250
+          auth:
+            headers: {user_id: X-User, team_id: x-team, max_parallel_requests: x-par}
+            metadata: {org_id: "envoy.filters.http.jwt_authn:payload.org"}
+          surprise: 1
+    """,
+    )
+    loaded = config.load(path)
+    assert loaded.callbacks == ("a.b", "c.d")
+    sidecar = loaded.sidecar
+    assert sidecar.listen == ("0.0.0.0:9000", "unix:/tmp/x.sock")
+    assert (sidecar.max_request_bytes, sidecar.hook_timeout_ms) == (4096, 250)
+    assert ("user_id", "x-user") in sidecar.auth.headers
+    assert sidecar.auth.namespaces == ("envoy.filters.http.jwt_authn",)
+    assert "extproc.surprise: unknown key, ignored" in loaded.warnings
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("extproc: {listen: 'nonsense'}", "extproc.listen: 'nonsense' is neither host:port nor unix:/path"),
+        ("extproc: {max_request_bytes: -1}", "extproc.max_request_bytes: expected an integer"),
+        ("extproc: {auth: {headers: {api_key: x-key}}}", "no settable field 'api_key'"),
+        ("extproc: {auth: {metadata: {user_id: nocolon}}}", "expected 'namespace:path'"),
+        ("general_settings: {enforce_user_param: 'yes'}", "enforce_user_param: expected true or false"),
+        ("litellm_settings: {callbacks: 3}", "litellm_settings.callbacks"),
+        ("model_list: [{model_name: x}]", "model_list[0].litellm_params.model"),
+        (
+            "model_list: [{litellm_params: {model: x}, model_name: os.environ/NOPE_NOT_SET}]",
+            "environment variable 'NOPE_NOT_SET' is not set",
+        ),
+        ("[1, 2]", "expected a mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, text, fragment):
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(path) in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def load_with_handler(tmp_path, handler_source, reference="h.proxy_handler_instance"):
+    write(tmp_path, "h.py", handler_source)
+    path = write(tmp_path, "config.yaml", f"litellm_settings: {{callbacks: {reference}}}")
+    return pipeline.load(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        (
+            "from extproc import CustomLogger\nclass H(CustomLogger):\n"
+            "    def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):\n        return data\n"
+            "proxy_handler_instance = H()\n",
+            "H.async_pre_call_hook must be 'async def'",
+        ),
+        (
+            "from extproc import CustomLogger\nclass H(CustomLogger):\n"
+            "    async def async_pre_call_hook(self, data):\n        return data\n"
+            "proxy_handler_instance = H()\n",
+            "must accept (user_api_key_dict, cache, data, call_type)",
+        ),
+        (
+            "from extproc import CustomLogger\nclass H(CustomLogger):\n"
+            "    async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):\n"
+            "        return response\nproxy_handler_instance = H()\n",
+            "must be an async generator",
+        ),
+        ("import not_a_module_anywhere\n", "failed to import: ModuleNotFoundError"),
+        ("x = 1\n", "has no 'proxy_handler_instance'"),
+        ("raise RuntimeError('at import')\n", "RuntimeError: at import"),
+    ],
+)
+def test_handler_errors_name_handler_and_method(tmp_path, source, fragment):
+    with pytest.raises(HandlerError) as info:
+        load_with_handler(tmp_path, source)
+    assert fragment in str(info.value)
+
+
+def test_missing_module_says_where_it_looked(tmp_path):
+    path = write(tmp_path, "config.yaml", "litellm_settings: {callbacks: nowhere.proxy_handler_instance}")
+    with pytest.raises(HandlerError, match=r"module 'nowhere' not found \(looked for .*/nowhere.py"):
+        pipeline.load(path)
+
+
+def test_reference_without_attribute(tmp_path):
+    path = write(tmp_path, "config.yaml", "litellm_settings: {callbacks: langfuse}")
+    with pytest.raises(HandlerError, match=r"expected .module\.attribute."):
+        pipeline.load(path)
+
+
+def test_class_reference_is_instantiated_and_siblings_import(tmp_path):
+    write(tmp_path, "helpers_mod.py", "MODEL = 'from-sibling'\n")
+    built = load_with_handler(
+        tmp_path,
+        "from extproc import CustomLogger\nfrom helpers_mod import MODEL\n"
+        "class H(CustomLogger):\n    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):\n"
+        "        data['model'] = MODEL\n",
+        reference="h.H",
+    )
+    assert len(built.chain.pre_call_hooks) == 1
+
+
+def test_only_overridden_hooks_count_and_phases_follow(tmp_path):
+    empty = load_with_handler(
+        tmp_path, "from extproc import CustomLogger\nproxy_handler_instance = CustomLogger()\n"
+    )
+    assert empty.chain.empty and not empty.needs_sidecar
+    with_hook = load_with_handler(tmp_path, HANDLER)
+    assert with_hook.needs_sidecar
+    assert with_hook.request_mode.request_body.name == "BUFFERED"
+    assert with_hook.request_mode.response_headers is False
+
+
+def test_enforce_user_param_alone_needs_the_request_body(tmp_path):
+    path = write(tmp_path, "config.yaml", "general_settings: {enforce_user_param: true}")
+    built = pipeline.load(path)
+    assert built.chain.empty and built.needs_sidecar
+    assert built.request_mode.request_body.name == "BUFFERED"

@@ -1,0 +1,157 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from extproc import envoy_config, pipeline
+from extproc.envoy_config import Upstream
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY = str(Path(sys.executable).with_name("envoy"))
+
+
+def build(tmp_path, text, handlers=None):
+    for name, source in (handlers or {}).items():
+        (tmp_path / name).write_text(textwrap.dedent(source))
+    (tmp_path / "config.yaml").write_text(textwrap.dedent(text))
+    return pipeline.load(tmp_path / "config.yaml")
+
+
+def generate(built, **overrides):
+    args = {
+        "listen_port": 10000,
+        "admin_port": 9901,
+        "sidecar": "unix:/tmp/x.sock",
+        "upstream": "http://127.0.0.1:8000",
+    }
+    return envoy_config.bootstrap(built, **{**args, **overrides})
+
+
+def validate(tmp_path, bootstrap) -> subprocess.CompletedProcess:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(envoy_config.render(bootstrap))
+    return subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def ext_proc(bootstrap):
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm, next(f for f in hcm["http_filters"] if f["name"] == envoy_config.EXT_PROC_FILTER)[
+        "typed_config"
+    ]
+
+
+def test_deploy_file_matches_the_generator():
+    built = pipeline.load(ROOT / "deploy/envoy/config.yaml")
+    expected = envoy_config.render(
+        envoy_config.bootstrap(
+            built,
+            listen_port=10000,
+            admin_port=9901,
+            listen_address="0.0.0.0",
+            sidecar=built.config.sidecar.listen[0],
+            upstream="http://upstream:8000",
+        )
+    )
+    assert (ROOT / "deploy/envoy/envoy.yaml").read_text() == expected, "run `make deploy-envoy`"
+
+
+@pytest.mark.parametrize("sidecar", ["unix:/tmp/x.sock", "127.0.0.1:50051"])
+@pytest.mark.parametrize("upstream", ["http://127.0.0.1:8000", "https://api.openai.com"])
+def test_generated_config_passes_envoy_validate(tmp_path, sidecar, upstream):
+    built = build(tmp_path, "general_settings: {enforce_user_param: true}")
+    result = validate(tmp_path, generate(built, sidecar=sidecar, upstream=upstream))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_deploy_file_passes_envoy_validate():
+    result = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(ROOT / "deploy/envoy/envoy.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_every_envoy_grpc_cluster_resolves(tmp_path):
+    bootstrap = generate(build(tmp_path, "general_settings: {enforce_user_param: true}"))
+    clusters = {c["name"] for c in bootstrap["static_resources"]["clusters"]}
+    text = envoy_config.render(bootstrap)
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "cluster_name:" in line]
+    referenced = {n for n in names} | {
+        r["route"]["cluster"]
+        for r in yaml.safe_load(text)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+            "typed_config"
+        ]["route_config"]["virtual_hosts"][0]["routes"]
+    }
+    assert referenced <= clusters
+
+
+def test_pre_call_only_asks_for_request_phases(tmp_path):
+    built = build(
+        tmp_path,
+        "litellm_settings: {callbacks: h.i}",
+        {
+            "h.py": """
+        from extproc import CustomLogger
+        class H(CustomLogger):
+            async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+                return data
+        i = H()
+    """
+        },
+    )
+    hcm, filter_config = ext_proc(generate(built))
+    assert filter_config["processing_mode"] == {
+        "request_header_mode": "SEND",
+        "request_body_mode": "BUFFERED",
+        "response_header_mode": "SKIP",
+        "response_body_mode": "NONE",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }
+    assert filter_config["allow_mode_override"] is True
+    assert filter_config["metadata_options"]["receiving_namespaces"]["untyped"] == [
+        envoy_config.METADATA_NAMESPACE
+    ]
+    llm_route, other = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert "typed_per_filter_config" not in llm_route
+    assert other["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["disabled"] is True
+
+
+def test_no_hooks_means_the_sidecar_is_never_asked(tmp_path):
+    hcm, _ = ext_proc(generate(build(tmp_path, "model_list: []")))
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        assert route["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["disabled"] is True
+
+
+def test_timeouts_and_limits_follow_settings(tmp_path):
+    built = build(
+        tmp_path,
+        "general_settings: {enforce_user_param: true}\n"
+        "extproc: {hook_timeout_ms: 2000, max_request_bytes: 65536, failure_mode_allow: true,"
+        " auth: {metadata: {user_id: 'jwt:payload.sub'}}}",
+    )
+    bootstrap = generate(built)
+    _, filter_config = ext_proc(bootstrap)
+    assert filter_config["message_timeout"] == "2.500s"
+    assert filter_config["failure_mode_allow"] is True
+    assert filter_config["metadata_options"]["forwarding_namespaces"]["untyped"] == ["jwt"]
+    assert bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 65536
+    assert validate(tmp_path, bootstrap).returncode == 0
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://", "https://host/v1", "http://h:1/?q=1"])
+def test_upstream_url_is_checked(url):
+    with pytest.raises(ValueError):
+        Upstream.parse(url)
+
+
+def test_upstream_authority_drops_default_ports():
+    assert Upstream.parse("https://api.openai.com").authority == "api.openai.com"
+    assert Upstream.parse("http://127.0.0.1:8000/").authority == "127.0.0.1:8000"
