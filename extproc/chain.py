@@ -2,20 +2,32 @@
 
 Order is fixed once, when the chain is built: the order of `litellm_settings.callbacks`.
 - pre-call: sequential pipeline; a dict replaces `data`, None keeps it, a str refuses, raising fails.
-(Moderation, post-call, streaming and logging rules are added beside it, one method per kind.)
+- moderation: every handler's hook concurrently; the first failure in config order wins.
+- post-call success: sequential; a non-None return replaces the response, raising fails.
+- post-call failure: every hook is called; the first that returns or raises an HTTP exception replaces
+  the client's error; anything else they raise is logged and ignored.
+- logging events: run in the background, never on the request's path; errors logged.
+Each call is bounded by the handler's timeout. A handler with `fail_open` that times out or crashes
+(anything but a deliberate HTTP exception) is skipped instead of failing the request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.config import HandlerPolicy
 from extproc.custom_logger import CustomLogger
+from extproc.errors import is_http_exception
 from extproc.loader import HandlerError, LoadedHandler
 from extproc.types import HookKind, JSONDict
+from extproc.views import unwrap, wrap
+
+log = logging.getLogger("extproc.chain")
 
 # The keyword arguments each hook is called with, as LiteLLM's proxy calls them.
 HOOK_ARGUMENTS: dict[HookKind, tuple[str, ...]] = {
@@ -29,15 +41,18 @@ HOOK_ARGUMENTS: dict[HookKind, tuple[str, ...]] = {
     HookKind.LOG_SUCCESS: ("kwargs", "response_obj", "start_time", "end_time"),
     HookKind.LOG_FAILURE: ("kwargs", "response_obj", "start_time", "end_time"),
 }
+_SKIPPED = object()
 
 
 @dataclass(frozen=True, slots=True)
 class Hook:
-    """One handler's implementation of one hook kind."""
+    """One handler's implementation of one hook kind, with its calling policy."""
 
     label: str  # "<callback reference>.<method>", used in logs, errors and metrics
     kind: HookKind
     call: Callable[..., Any]
+    timeout_s: float
+    fail_open: bool = False
     takes_traceback: bool = False
 
 
@@ -51,12 +66,12 @@ class HookFailed(Exception):
 
 
 class HookTimeout(Exception):
-    """A hook did not finish within the configured time."""
+    """A hook did not finish within its timeout."""
 
     status_code = 504
 
-    def __init__(self, hook: Hook, timeout_s: float) -> None:
-        self.detail = f"{hook.label} did not finish within {int(timeout_s * 1000)} ms"
+    def __init__(self, hook: Hook) -> None:
+        self.detail = f"{hook.label} did not finish within {round(hook.timeout_s * 1000)} ms"
         super().__init__(self.detail)
 
 
@@ -75,14 +90,14 @@ def overrides(instance: object, kind: HookKind) -> bool:
     return method is not None and method is not getattr(CustomLogger, kind.value, None)
 
 
-def _check(reference: str, instance: object, kind: HookKind) -> Hook:
-    method = getattr(instance, kind.value)
-    label = f"{reference}.{kind.value}"
-    owner = type(instance).__name__
+def _check(handler: LoadedHandler, kind: HookKind, timeout_s: float, policy: HandlerPolicy) -> Hook:
+    method = getattr(handler.instance, kind.value)
+    label = f"{handler.reference}.{kind.value}"
+    owner = type(handler.instance).__name__
     if kind is HookKind.POST_CALL_STREAMING_ITERATOR:
         if not inspect.isasyncgenfunction(method):
             raise HandlerError(
-                f"{label}: {owner}.{kind.value} must be an async generator (async def ... yield)"
+                f"{label}: {owner}.{kind.value} must be an async generator (async def + yield)"
             )
     elif not inspect.iscoroutinefunction(method):
         raise HandlerError(f"{label}: {owner}.{kind.value} must be 'async def'")
@@ -96,22 +111,31 @@ def _check(reference: str, instance: object, kind: HookKind) -> Hook:
         "traceback_str" in signature.parameters
         or any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
     )
-    return Hook(label, kind, method, takes_traceback)
+    if policy.timeout_ms is not None:
+        timeout_s = policy.timeout_ms / 1000
+    return Hook(label, kind, method, timeout_s, policy.fail_open, takes_traceback)
 
 
 class HookChain:
     """Hooks by kind, in config order; built once per config and shared read-only by requests."""
 
-    def __init__(self, handlers: Sequence[LoadedHandler], timeout_s: float) -> None:
+    def __init__(
+        self,
+        handlers: Sequence[LoadedHandler],
+        timeout_s: float,
+        policies: Mapping[str, HandlerPolicy] | None = None,
+    ) -> None:
         self.handlers = tuple(handlers)
-        self.timeout_s = timeout_s
+        policies = policies or {}
         by_kind: dict[HookKind, list[Hook]] = {kind: [] for kind in HookKind}
         for handler in handlers:
+            policy = policies.get(handler.reference, HandlerPolicy())
             for kind in HookKind:
                 if overrides(handler.instance, kind):
-                    by_kind[kind].append(_check(handler.reference, handler.instance, kind))
+                    by_kind[kind].append(_check(handler, kind, timeout_s, policy))
         self.hooks: dict[HookKind, tuple[Hook, ...]] = {k: tuple(v) for k, v in by_kind.items()}
         self.pre_call_hooks = self.hooks[HookKind.PRE_CALL]
+        self.background: set[asyncio.Task[None]] = set()
 
     def has(self, kind: HookKind) -> bool:
         return bool(self.hooks[kind])
@@ -121,29 +145,32 @@ class HookChain:
         return not any(self.hooks.values())
 
     async def _call(self, hook: Hook, kwargs: dict[str, Any]) -> Any:
+        """Call one hook within its timeout; `_SKIPPED` when a fail-open hook broke."""
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(hook.timeout_s):
                 return await hook.call(**kwargs)
         except TimeoutError:
-            raise HookFailed(hook, HookTimeout(hook, self.timeout_s)) from None
+            cause: BaseException = HookTimeout(hook)
         except Exception as exc:
-            raise HookFailed(hook, exc) from exc
+            cause = exc
+        if hook.fail_open and not is_http_exception(cause):
+            log.warning("%s failed open (request goes on without it): %r", hook.label, cause)
+            return _SKIPPED
+        raise HookFailed(hook, cause) from cause
 
     async def pre_call(
         self, user_api_key_dict: Any, cache: Any, data: JSONDict, call_type: str
     ) -> PreCallResult:
         """Run every pre-call hook in order; stop at the first refusal or failure."""
         for hook in self.pre_call_hooks:
-            result = await self._call(
-                hook,
-                {
-                    "user_api_key_dict": user_api_key_dict,
-                    "cache": cache,
-                    "data": data,
-                    "call_type": call_type,
-                },
-            )
-            if result is None:
+            kwargs = {
+                "user_api_key_dict": user_api_key_dict,
+                "cache": cache,
+                "data": data,
+                "call_type": call_type,
+            }
+            result = await self._call(hook, kwargs)
+            if result is None or result is _SKIPPED:
                 continue
             if isinstance(result, str):
                 return PreCallResult(data, result, hook.label)
@@ -152,3 +179,69 @@ class HookChain:
             elif isinstance(result, Exception):
                 raise HookFailed(hook, result)
         return PreCallResult(data)
+
+    async def moderation(self, data: JSONDict, user_api_key_dict: Any, call_type: str) -> None:
+        """All moderation hooks at once; raises the first failure in config order."""
+        hooks = self.hooks[HookKind.MODERATION]
+        kwargs = {"data": data, "user_api_key_dict": user_api_key_dict, "call_type": call_type}
+        results = await asyncio.gather(*(self._call(h, kwargs) for h in hooks), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def post_call_success(self, data: JSONDict, user_api_key_dict: Any, response: Any) -> Any:
+        """Sequential; returns the (possibly replaced) response view."""
+        for hook in self.hooks[HookKind.POST_CALL_SUCCESS]:
+            kwargs = {"data": data, "user_api_key_dict": user_api_key_dict, "response": response}
+            result = await self._call(hook, kwargs)
+            if result is not None and result is not _SKIPPED:
+                replacement = unwrap(result)
+                if isinstance(replacement, dict):
+                    response = wrap(replacement)
+                else:
+                    log.warning(
+                        "%s returned a %s, not a response: ignored", hook.label, type(result).__name__
+                    )
+        return response
+
+    async def post_call_failure(
+        self, request_data: JSONDict, exception: BaseException, user_api_key_dict: Any, traceback_str: str
+    ) -> BaseException | None:
+        """Call every failure hook; the first HTTP exception returned or raised (config order) wins."""
+        hooks = self.hooks[HookKind.POST_CALL_FAILURE]
+        calls = []
+        for hook in hooks:
+            kwargs = {
+                "request_data": request_data,
+                "original_exception": exception,
+                "user_api_key_dict": user_api_key_dict,
+            }
+            if hook.takes_traceback:
+                kwargs["traceback_str"] = traceback_str
+            calls.append(self._call(hook, kwargs))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        replacement: BaseException | None = None
+        for hook, result in zip(hooks, results, strict=True):
+            candidate = result.cause if isinstance(result, HookFailed) else result
+            if isinstance(candidate, BaseException) and is_http_exception(candidate):
+                replacement = replacement or candidate
+            elif isinstance(candidate, BaseException):
+                log.warning("%s raised while handling a failure (ignored): %r", hook.label, candidate)
+        return replacement
+
+    def log_event(self, kind: HookKind, **kwargs: Any) -> None:
+        """Fire a logging event in the background; never awaited by the request."""
+        for hook in self.hooks[kind]:
+            self._spawn(self._logged(hook, kwargs))
+
+    async def _logged(self, hook: Hook, kwargs: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(hook.timeout_s):
+                await hook.call(**kwargs)
+        except Exception as exc:
+            log.warning("%s raised (logging events never affect requests): %r", hook.label, exc)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

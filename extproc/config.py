@@ -28,6 +28,14 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True)
+class HandlerPolicy:
+    """Per-handler overrides: its own timeout, and whether its timeouts and crashes let requests through."""
+
+    timeout_ms: int | None = None
+    fail_open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarSettings:
     """The `extproc:` section."""
 
@@ -39,6 +47,7 @@ class SidecarSettings:
     grace_seconds: float = 10.0
     log_level: str = "info"
     auth: AuthSources = field(default_factory=AuthSources)
+    handlers: dict[str, HandlerPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,21 @@ def _auth(raw: dict[str, Any], where: str) -> AuthSources:
     return AuthSources(tuple(headers), tuple(metadata))
 
 
+def _handler_policies(raw: dict[str, Any]) -> dict[str, HandlerPolicy]:
+    policies = {}
+    for reference, options in raw.items():
+        where = f"extproc.handlers.{reference}"
+        options = _mapping(options, where)
+        for key in options.keys() - {"timeout_ms", "fail_open"}:
+            raise ConfigError(f"{where}.{key}: unknown key (expected 'timeout_ms' or 'fail_open')")
+        timeout = options.get("timeout_ms")
+        policies[str(reference)] = HandlerPolicy(
+            timeout_ms=None if timeout is None else _int(timeout, f"{where}.timeout_ms"),
+            fail_open=_bool(options.get("fail_open", False), f"{where}.fail_open"),
+        )
+    return policies
+
+
 def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
     defaults = SidecarSettings()
     for key in raw.keys() - _SIDECAR_KEYS:
@@ -175,6 +199,7 @@ def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
         grace_seconds=float(grace),
         log_level=level,
         auth=_auth(_mapping(raw.get("auth"), "extproc.auth"), "extproc.auth"),
+        handlers=_handler_policies(_mapping(raw.get("handlers"), "extproc.handlers")),
     )
 
 
@@ -215,14 +240,20 @@ def parse(raw: Any, path: Path) -> Config:
     general = _mapping(doc.get("general_settings"), "general_settings")
     warnings += [f"litellm_settings.{k}: not used by llm-extproc" for k in litellm.keys() - _LITELLM_USED]
     warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
+    callbacks = _callbacks(litellm.get("callbacks"))
+    sidecar = _sidecar(_mapping(doc.get("extproc"), "extproc"), warnings)
+    warnings += [
+        f"extproc.handlers.{ref}: not a configured callback"
+        for ref in sidecar.handlers.keys() - set(callbacks)
+    ]
     return Config(
         path=path,
-        callbacks=_callbacks(litellm.get("callbacks")),
+        callbacks=callbacks,
         enforce_user_param=_bool(
             general.get("enforce_user_param", False), "general_settings.enforce_user_param"
         ),
         model_list=_model_list(doc.get("model_list")),
-        sidecar=_sidecar(_mapping(doc.get("extproc"), "extproc"), warnings),
+        sidecar=sidecar,
         warnings=tuple(sorted(warnings)),
     )
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class BodyMode(IntEnum):
@@ -29,6 +29,9 @@ class Mode:
     def response_trailers(self) -> bool:
         """Envoy insists on trailers being sent with a full-duplex body."""
         return self.response_body is BodyMode.FULL_DUPLEX_STREAMED
+
+    def with_response_body(self, body: BodyMode) -> Mode:
+        return replace(self, response_body=body)
 
 
 PASS_THROUGH_MODE = Mode()
@@ -55,7 +58,20 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
     details: str = "llm-extproc"
     content_type: str = "application/json"
+    metadata: dict[str, Any] | None = None
 
 
 CONTINUE = Continue()
 Decision = Continue | Reply
+
+
+class Outbox(Protocol):
+    """What a session may send Envoy outside the question-and-answer rhythm of the phases."""
+
+    async def push(self, reply: Reply) -> bool:
+        """Answer the client now (e.g. a moderation refusal while the upstream works); False if too late."""
+        ...
+
+    async def extend_timeout(self, seconds: float) -> None:
+        """Ask Envoy to wait longer for the answer to the message it is waiting on."""
+        ...

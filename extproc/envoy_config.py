@@ -16,7 +16,7 @@ import yaml
 
 from extproc.decisions import BodyMode
 from extproc.endpoints import ENDPOINT_REGEX
-from extproc.pipeline import Pipeline
+from extproc.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 
 METADATA_NAMESPACE = "llm_extproc"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
@@ -24,7 +24,6 @@ SIDECAR_CLUSTER = "llm_extproc"
 UPSTREAM_CLUSTER = "upstream"
 _GRPC_SLACK = 1024 * 1024
 _MESSAGE_TIMEOUT_MARGIN_MS = 500
-_MAX_MESSAGE_TIMEOUT_S = 60
 # Envoy response flags of its own upstream failures (connect, no host, overflow, retries, timeout).
 UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UT")
 
@@ -100,7 +99,7 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
             "processing_mode": processing_mode(pipeline),
             "allow_mode_override": True,
             "message_timeout": _duration_ms(message_timeout_ms),
-            "max_message_timeout": f"{max(_MAX_MESSAGE_TIMEOUT_S, message_timeout_ms // 1000 + 1)}s",
+            "max_message_timeout": f"{max(int(MAX_MESSAGE_TIMEOUT_S), message_timeout_ms // 1000 + 1)}s",
             "metadata_options": metadata,
         },
     }

@@ -105,3 +105,51 @@ def from_exception(exc: BaseException) -> ErrorReply:
             headers=headers,
         )
     return envelope(500, str(exc) or type(exc).__name__)
+
+
+class ProxyException(Exception):
+    """An error the sidecar itself raises (bad body, enforce_user_param, ...), as LiteLLM's proxy does."""
+
+    def __init__(
+        self, message: str, status_code: int, param: str | None = None, kind: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = str(status_code)
+        self.param = param
+        self.type = kind or error_type(status_code)
+        self.detail = message
+        self.headers: dict[str, str] | None = None
+
+    def reply(self) -> ErrorReply:
+        return envelope(self.status_code, self.message, param=self.param, kind=self.type)
+
+
+class UpstreamError(Exception):
+    """The upstream answered with a status >= 400; `body` is its decoded error body (or raw text)."""
+
+    def __init__(self, status_code: int, body: Any) -> None:
+        message = _detail_message(body.get("error", body)) if isinstance(body, dict) else str(body or "")
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.body = body
+        self.response_body = body
+
+
+class RejectedRequestError(Exception):
+    """A pre-call hook refused with a string: failure hooks see this; the client gets the refusal."""
+
+    def __init__(self, message: str, request_data: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_data = request_data
+        self.status_code = 400
+
+
+def reply_for(exc: BaseException) -> ErrorReply:
+    """The client's error for any exception, ours included."""
+    if isinstance(exc, ProxyException):
+        return exc.reply()
+    return from_exception(exc)

@@ -75,15 +75,21 @@ def import_module(module_name: str, folder: Path) -> ModuleType:
         raise HandlerError(f"{where}: failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-def resolve(reference: str, folder: Path) -> object:
-    """`custom_callbacks.proxy_handler_instance` -> the object; a class is instantiated."""
+def resolve(reference: str, folder: Path, modules: dict[str, ModuleType] | None = None) -> object:
+    """`custom_callbacks.proxy_handler_instance` -> the object; a class is instantiated.
+
+    `modules` holds what this load already imported, so callbacks from one file share one module.
+    """
     module_name, sep, attribute = reference.rpartition(".")
     if not sep or not module_name or not attribute:
         raise HandlerError(
             f"callback {reference!r}: expected 'module.attribute', "
             "e.g. custom_callbacks.proxy_handler_instance"
         )
-    module = import_module(module_name, folder)
+    modules = {} if modules is None else modules
+    if module_name not in modules:
+        modules[module_name] = import_module(module_name, folder)
+    module = modules[module_name]
     try:
         target = getattr(module, attribute)
     except AttributeError:
@@ -97,4 +103,5 @@ def resolve(reference: str, folder: Path) -> object:
 
 
 def load_handlers(references: tuple[str, ...], folder: Path) -> list[LoadedHandler]:
-    return [LoadedHandler(ref, resolve(ref, folder)) for ref in references]
+    modules: dict[str, ModuleType] = {}
+    return [LoadedHandler(ref, resolve(ref, folder, modules)) for ref in references]

@@ -14,6 +14,8 @@ from extproc.endpoints import RouteTable
 from extproc.loader import load_handlers
 from extproc.types import HookKind
 
+# The longest Envoy may be asked to wait for one answer (`max_message_timeout` in the generated config).
+MAX_MESSAGE_TIMEOUT_S = 60.0
 # Hook kinds that need Envoy to send the response headers (and, per request, maybe the body).
 RESPONSE_SIDE_KINDS = (
     HookKind.MODERATION,
@@ -35,6 +37,7 @@ class Pipeline:
     routes: RouteTable
     cache: DualCache
     request_mode: Mode
+    moderation_wait_s: float
 
     @property
     def needs_sidecar(self) -> bool:
@@ -52,17 +55,25 @@ def needed_mode(config: Config, chain: HookChain) -> Mode:
     )
 
 
+def moderation_wait(chain: HookChain, ceiling_s: float) -> float:
+    """How long a response may wait for the verdict: the slowest moderation hook, then the failure hooks."""
+    slowest = max((h.timeout_s for h in chain.hooks[HookKind.MODERATION]), default=0.0)
+    failure = max((h.timeout_s for h in chain.hooks[HookKind.POST_CALL_FAILURE]), default=0.0)
+    return min(slowest + failure + 1.0, ceiling_s)
+
+
 def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     """Load the handlers a config names and validate them; raises ConfigError or HandlerError."""
     settings = config.sidecar
     handlers = load_handlers(config.callbacks, config.folder)
-    chain = HookChain(handlers, settings.hook_timeout_ms / 1000)
+    chain = HookChain(handlers, settings.hook_timeout_ms / 1000, settings.handlers)
     return Pipeline(
         config=config,
         chain=chain,
         routes=RouteTable(settings.max_json_depth),
         cache=DualCache() if cache is None else cache,
         request_mode=needed_mode(config, chain),
+        moderation_wait_s=moderation_wait(chain, MAX_MESSAGE_TIMEOUT_S),
     )
 
 

@@ -2,23 +2,32 @@
 
 A session is created per gRPC stream (one stream = one HTTP request) and dies with it. It
 takes the `Pipeline` current at its start, so a reload never changes a request in flight.
+Every error the client gets passes through `_fail`, where the failure hooks may replace it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
+from datetime import datetime
 from typing import Any
 
+import orjson
+
+from extproc.auth import UserAPIKeyAuth
 from extproc.chain import HookFailed
 from extproc.codecs import BodyError
-from extproc.decisions import CONTINUE, PASS_THROUGH_MODE, Continue, Decision, Reply
+from extproc.decisions import CONTINUE, PASS_THROUGH_MODE, BodyMode, Continue, Decision, Outbox, Reply
 from extproc.endpoints import Endpoint, field_problem
-from extproc.errors import ErrorReply, envelope, from_exception
+from extproc.errors import ProxyException, RejectedRequestError, UpstreamError, reply_for
+from extproc.events import log_kwargs, usage_of
+from extproc.moderation import ModerationGate
 from extproc.multipart import MultipartError
 from extproc.pipeline import Pipeline
 from extproc.refusals import refusal_reply
-from extproc.types import Headers, JSONDict
+from extproc.types import Headers, HookKind, JSONDict
+from extproc.views import unwrap, wrap
 
 log = logging.getLogger("extproc.session")
 
@@ -34,19 +43,55 @@ def public_headers(headers: Headers) -> Headers:
     return {k: v for k, v in headers.items() if k[0] != ":" and k not in SECRET_HEADERS}
 
 
+def upstream_data(data: JSONDict, pristine: JSONDict) -> JSONDict:
+    """`data` as the upstream must see it: the sidecar's additions gone, the client's own values back."""
+    upstream = {k: v for k, v in data.items() if k not in SIDECAR_KEYS}
+    for key in SIDECAR_KEYS:
+        if key in pristine:
+            upstream[key] = pristine[key]
+    return upstream
+
+
 class Session:
     """The state of one request, from its headers to its last response byte."""
 
-    __slots__ = ("endpoint", "headers", "metadata", "passthrough", "pipeline", "request_id", "started")
+    __slots__ = (
+        "_user",
+        "data",
+        "endpoint",
+        "headers",
+        "metadata",
+        "moderation",
+        "outbox",
+        "passthrough",
+        "pipeline",
+        "request_id",
+        "start_time",
+        "started",
+        "status",
+    )
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, outbox: Outbox) -> None:
         self.pipeline = pipeline
+        self.outbox = outbox
         self.endpoint: Endpoint | None = None
         self.headers: Headers = {}
         self.metadata: dict[str, Any] = {}
         self.passthrough = False
         self.request_id = ""
         self.started = time.monotonic()
+        self.start_time = datetime.now()
+        self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
+        self.status = 0
+        self.moderation: ModerationGate | None = None
+        self._user: UserAPIKeyAuth | None = None
+
+    @property
+    def user(self) -> UserAPIKeyAuth:
+        if self._user is None:
+            route = self.endpoint.path if self.endpoint else ""
+            self._user = self.pipeline.config.sidecar.auth.build(self.headers, self.metadata, None, route)
+        return self._user
 
     # ---- request side ----
     async def request_headers(
@@ -66,23 +111,17 @@ class Session:
             expected = (
                 "multipart/form-data" if endpoint.codec.accepts("multipart/form-data") else "application/json"
             )
-            return self._error(
-                415,
-                f"Unsupported content-type {content_type!r} for {endpoint.path}: send {expected}",
-                "content-type",
-            )
+            message = f"Unsupported content-type {content_type!r} for {endpoint.path}: send {expected}"
+            return await self._fail(ProxyException(message, 415, "content-type"))
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
-            return self._error(
-                415,
-                f"Unsupported content-encoding {encoding!r}: send the body uncompressed",
-                "content-encoding",
-            )
+            message = f"Unsupported content-encoding {encoding!r}: send the body uncompressed"
+            return await self._fail(ProxyException(message, 415, "content-encoding"))
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > pipeline.config.sidecar.max_request_bytes:
-            return self._too_large()
+            return await self._fail(self._too_large())
         if end_of_stream:
-            return await self._body(b"")
+            return await self._request(b"")
         return Continue(mode=pipeline.request_mode)
 
     async def request_body(self, body: bytes, end_of_stream: bool) -> Decision:
@@ -92,105 +131,249 @@ class Session:
             log.error("request body arrived in parts: configure Envoy's request_body_mode as BUFFERED")
             self.passthrough = True
             return CONTINUE
-        return await self._body(body)
+        return await self._request(body)
 
-    # ---- response side (no response-side hooks yet: pass through) ----
-    async def response_headers(self, headers: Headers, end_of_stream: bool) -> Decision:
-        return CONTINUE
-
-    async def response_body(self, body: bytes, end_of_stream: bool) -> Decision:
-        return CONTINUE
-
-    def close(self) -> None:
-        """Release per-request state; called once when the gRPC stream ends, however it ends."""
-        self.headers = {}
-        self.metadata = {}
-
-    # ---- the request body: decode, enforce, run pre-call hooks, re-encode if changed ----
-    async def _body(self, body: bytes) -> Decision:
-        pipeline = self.pipeline
-        endpoint = self.endpoint
+    async def _request(self, body: bytes) -> Decision:
+        """Decode, enforce, run the pre-call chain, start moderation, re-encode only if changed."""
+        pipeline, endpoint = self.pipeline, self.endpoint
         assert endpoint is not None
         if len(body) > pipeline.config.sidecar.max_request_bytes:
-            return self._too_large()
+            return await self._fail(self._too_large())
         content_type = self.headers.get("content-type", "")
         try:
             data = endpoint.codec.decode(body, content_type)
         except BodyError as exc:
-            return self._error(exc.status, exc.message, exc.param)
+            return await self._fail(ProxyException(exc.message, exc.status, exc.param))
         if pipeline.config.enforce_user_param and "user" not in data:
-            return self._error(401, ENFORCE_USER_MESSAGE, None, kind="auth_error")
+            self.data = data
+            return await self._fail(ProxyException(ENFORCE_USER_MESSAGE, 401, None, "auth_error"))
         problem = field_problem(endpoint, data)
         if problem is not None:
-            return self._error(400, *problem)
+            self.data = data
+            return await self._fail(ProxyException(problem[0], 400, problem[1]))
         chain = pipeline.chain
-        if not chain.pre_call_hooks:
+        if chain.empty:
             return CONTINUE
         end_user = data.get("user")
-        user = pipeline.config.sidecar.auth.build(
-            self.headers, self.metadata, end_user if isinstance(end_user, str) else None, endpoint.path
-        )
-        pristine = endpoint.codec.decode(body, content_type)
-        self._add_sidecar_keys(data, user.api_key)
+        self.user.end_user_id = end_user if isinstance(end_user, str) else None
+        requested_model = data.get("model")
+        pristine = endpoint.codec.decode(body, content_type) if chain.pre_call_hooks else data
+        self._add_sidecar_keys(data)
+        self.data = data
+        call_type = endpoint.call_type.value
+        if chain.pre_call_hooks:
+            try:
+                result = await chain.pre_call(self.user, pipeline.cache, data, call_type)
+            except HookFailed as failure:
+                return await self._fail(failure.cause, failure.hook.label)
+            data = self.data = result.data
+            if result.refusal is not None:
+                return await self._refuse(result.refusal, result.refused_by or "")
+        metadata = self._request_metadata(requested_model, data)
+        if chain.has(HookKind.LOG_PRE_API_CALL):
+            chain.log_event(
+                HookKind.LOG_PRE_API_CALL,
+                model=data.get("model"),
+                messages=data.get("messages"),
+                kwargs=log_kwargs(data, call_type),
+            )
+        if chain.has(HookKind.MODERATION):
+            moderation = chain.moderation(data, self.user, call_type)
+            self.moderation = ModerationGate(moderation, self._fail, self.outbox, pipeline.moderation_wait_s)
+        if data is pristine:
+            return Continue(metadata=metadata)
+        upstream = upstream_data(data, pristine)
+        if upstream == pristine:
+            return Continue(metadata=metadata)
         try:
-            result = await chain.pre_call(user, pipeline.cache, data, endpoint.call_type.value)
-        except HookFailed as failure:
-            log.warning("request %s failed in %s: %r", self.request_id, failure.hook.label, failure.cause)
-            return self._reply(from_exception(failure.cause), "pre_call_error")
-        data = result.data
-        if result.refusal is not None:
-            log.info("request %s refused by %s", self.request_id, result.refused_by)
-            stream = data.get("stream") is True
-            return refusal_reply(endpoint.call_type, stream, result.refusal)
-        _restore_sidecar_keys(data, pristine)
-        if data == pristine:
-            return CONTINUE
-        try:
-            new_body = endpoint.codec.encode(data, content_type)
+            new_body = endpoint.codec.encode(upstream, content_type)
         except (TypeError, MultipartError) as exc:
             # orjson raises TypeError for values that are not JSON (a hook put one in `data`).
-            log.warning("request %s: the hooks' data cannot be encoded: %s", self.request_id, exc)
-            return self._error(
-                500, f"llm-extproc: the request changed by hooks cannot be encoded: {exc}", None
-            )
-        return Continue(set_headers=(("content-length", str(len(new_body))),), body=new_body)
+            message = f"llm-extproc: the request changed by hooks cannot be encoded: {exc}"
+            return await self._fail(ProxyException(message, 500))
+        metadata["verdict"] = "modified"
+        return Continue(
+            set_headers=(("content-length", str(len(new_body))),), body=new_body, metadata=metadata
+        )
 
-    def _add_sidecar_keys(self, data: JSONDict, key_hash: str | None) -> None:
+    def _add_sidecar_keys(self, data: JSONDict) -> None:
         client_metadata = data.get("metadata")
         headers = public_headers(self.headers)
         metadata: JSONDict = dict(client_metadata) if isinstance(client_metadata, dict) else {}
+        path = self.headers.get(":path", "")
+        key_hash = self.user.api_key
         metadata.update(
             headers=headers,
             user_api_key=key_hash,
             user_api_key_hash=key_hash,
-            endpoint=self.headers.get(":path", ""),
+            endpoint=path,
             request_id=self.request_id,
         )
         data["metadata"] = metadata
         data["litellm_call_id"] = self.request_id
-        data["proxy_server_request"] = {
-            "url": self.headers.get(":path", ""),
-            "method": "POST",
-            "headers": headers,
+        data["proxy_server_request"] = {"url": path, "method": "POST", "headers": headers}
+
+    def _request_metadata(self, requested_model: Any, data: JSONDict) -> dict[str, Any]:
+        assert self.endpoint is not None
+        return {
+            "call_type": self.endpoint.call_type.value,
+            "model": requested_model if isinstance(requested_model, str) else None,
+            "upstream_model": data.get("model") if isinstance(data.get("model"), str) else None,
+            "api_key_hash": self.user.api_key,
+            "user": self.user.end_user_id,
+            "verdict": "pass",
         }
 
-    # ---- local replies ----
-    def _too_large(self) -> Reply:
-        limit = self.pipeline.config.sidecar.max_request_bytes
-        return self._error(413, f"Request body too large: the limit is {limit} bytes", "request_body")
-
-    def _error(self, status: int, message: str, param: str | None, kind: str | None = None) -> Reply:
-        log.info("request %s rejected: %d %s", self.request_id, status, message)
-        return self._reply(envelope(status, message, param=param, kind=kind), "invalid_request")
-
-    @staticmethod
-    def _reply(error: ErrorReply, details: str) -> Reply:
-        return Reply(error.status, error.body, error.headers, details)
-
-
-def _restore_sidecar_keys(data: JSONDict, pristine: JSONDict) -> None:
-    for key in SIDECAR_KEYS:
-        if key in pristine:
-            data[key] = pristine[key]
+    # ---- response side ----
+    async def response_headers(self, headers: Headers, end_of_stream: bool) -> Decision:
+        if self.passthrough or self.data is None:
+            return CONTINUE
+        status = headers.get(":status", "")
+        self.status = int(status) if status.isdigit() else 0
+        if self.moderation is not None:
+            refusal = await self.moderation.verdict()
+            if refusal is not None:
+                return refusal
+        chain = self.pipeline.chain
+        if self.status >= 400:
+            wants_body = chain.has(HookKind.POST_CALL_FAILURE) or chain.has(HookKind.LOG_FAILURE)
+        elif headers.get("content-type", "").startswith("text/event-stream"):
+            wants_body = False  # streaming hooks come with the streaming work; the stream passes as is
+            self._log_success(None)
         else:
-            data.pop(key, None)
+            wants_body = chain.has(HookKind.POST_CALL_SUCCESS) or chain.has(HookKind.LOG_SUCCESS)
+        if end_of_stream or not wants_body:
+            if end_of_stream and wants_body:
+                return await self._response(b"")
+            return CONTINUE
+        return Continue(mode=self.pipeline.request_mode.with_response_body(BodyMode.BUFFERED))
+
+    async def response_body(self, body: bytes, end_of_stream: bool) -> Decision:
+        if self.passthrough or self.data is None or not end_of_stream:
+            return CONTINUE
+        return await self._response(body)
+
+    async def _response(self, body: bytes) -> Decision:
+        """The whole upstream answer: failure hooks for an error status, success hooks otherwise."""
+        try:
+            response = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            response = None
+        if self.status >= 400:
+            return await self._upstream_failed(response, body)
+        if not isinstance(response, dict):
+            self._log_success(None)
+            return CONTINUE
+        metadata: dict[str, Any] = {"upstream_status": self.status, **usage_of(response)}
+        chain = self.pipeline.chain
+        if not chain.has(HookKind.POST_CALL_SUCCESS):
+            self._log_success(wrap(response))
+            return Continue(metadata=metadata)
+        pristine = orjson.loads(body)
+        assert self.data is not None
+        try:
+            view = await chain.post_call_success(self.data, self.user, wrap(response))
+        except HookFailed as failure:
+            return await self._fail(failure.cause, failure.hook.label)
+        self._log_success(view)
+        final = unwrap(view)
+        if final == pristine:
+            return Continue(metadata=metadata)
+        try:
+            new_body = orjson.dumps(final)
+        except TypeError as exc:
+            return await self._fail(
+                ProxyException(f"llm-extproc: the response changed by hooks cannot be encoded: {exc}", 500)
+            )
+        metadata["verdict"] = "modified"
+        return Continue(
+            set_headers=(("content-length", str(len(new_body))),), body=new_body, metadata=metadata
+        )
+
+    # ---- endings ----
+    def _log_success(self, response: Any) -> None:
+        chain = self.pipeline.chain
+        if chain.has(HookKind.LOG_SUCCESS) and self.data is not None and self.endpoint is not None:
+            chain.log_event(
+                HookKind.LOG_SUCCESS,
+                kwargs=log_kwargs(self.data, self.endpoint.call_type.value),
+                response_obj=response,
+                start_time=self.start_time,
+                end_time=datetime.now(),
+            )
+
+    async def _refuse(self, text: str, hook: str) -> Reply:
+        """A pre-call string refusal: failure hooks are told, the client gets a well-formed answer."""
+        assert self.endpoint is not None and self.data is not None
+        log.info("request %s refused by %s", self.request_id, hook)
+        chain = self.pipeline.chain
+        if chain.has(HookKind.POST_CALL_FAILURE):
+            await chain.post_call_failure(self.data, RejectedRequestError(text, self.data), self.user, "")
+        reply = refusal_reply(self.endpoint.call_type, self.data.get("stream") is True, text)
+        return Reply(
+            reply.status,
+            reply.body,
+            reply.headers,
+            reply.details,
+            reply.content_type,
+            {"verdict": "refused", "refused_by": hook, "call_type": self.endpoint.call_type.value},
+        )
+
+    async def _failure_hooks(self, exc: BaseException) -> BaseException | None:
+        """Tell the failure hooks and the failure log; the replacement error, if a hook gave one."""
+        chain = self.pipeline.chain
+        request_data = self.data if self.data is not None else {}
+        replacement = None
+        if chain.has(HookKind.POST_CALL_FAILURE):
+            trace = "".join(traceback.format_exception(exc))
+            replacement = await chain.post_call_failure(request_data, exc, self.user, trace)
+        if chain.has(HookKind.LOG_FAILURE) and self.endpoint is not None:
+            chain.log_event(
+                HookKind.LOG_FAILURE,
+                kwargs=log_kwargs(request_data, self.endpoint.call_type.value, exc),
+                response_obj=None,
+                start_time=self.start_time,
+                end_time=datetime.now(),
+            )
+        return replacement
+
+    async def _fail(self, exc: BaseException, hook: str | None = None) -> Reply:
+        """The one way the sidecar's own errors reach the client: failure hooks, then the OpenAI envelope."""
+        final = await self._failure_hooks(exc) or exc
+        error = reply_for(final)
+        level = logging.INFO if error.status < 500 else logging.WARNING
+        log.log(
+            level,
+            "request %s failed: %d %s%s",
+            self.request_id,
+            error.status,
+            error.message,
+            f" (in {hook})" if hook else "",
+        )
+        metadata: dict[str, Any] = {"verdict": "error", "status": error.status}
+        if hook:
+            metadata["failed_in"] = hook
+        return Reply(error.status, error.body, error.headers, "llm-extproc_error", metadata=metadata)
+
+    async def _upstream_failed(self, response: Any, body: bytes) -> Decision:
+        """An upstream error passes as it came, unless a failure hook replaces it."""
+        detail = response if response is not None else body.decode("utf-8", "replace")
+        replacement = await self._failure_hooks(UpstreamError(self.status, detail))
+        metadata = {"verdict": "upstream_error", "upstream_status": self.status}
+        if replacement is None:
+            return Continue(metadata=metadata)
+        error = reply_for(replacement)
+        log.info("request %s: upstream %d replaced by %d", self.request_id, self.status, error.status)
+        return Reply(error.status, error.body, error.headers, "llm-extproc_error", metadata=metadata)
+
+    def _too_large(self) -> ProxyException:
+        limit = self.pipeline.config.sidecar.max_request_bytes
+        return ProxyException(f"Request body too large: the limit is {limit} bytes", 413, "request_body")
+
+    def close(self) -> None:
+        """Release per-request state; called once when the gRPC stream ends, however it ends."""
+        if self.moderation is not None:
+            self.moderation.cancel()
+        self.headers = {}
+        self.metadata = {}
+        self.data = None

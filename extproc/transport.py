@@ -19,7 +19,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from extproc.decisions import Continue, Decision, Mode, Reply
 from extproc.errors import envelope
@@ -32,6 +32,8 @@ log = logging.getLogger("extproc.transport")
 _PM = processing_mode_pb2.ProcessingMode
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _INTERNAL_ERROR = envelope(500, "llm-extproc: internal error while processing the request")
+# The dynamic metadata namespace the sidecar writes; Envoy drops it unless listed in receiving_namespaces.
+METADATA_NAMESPACE = "llm_extproc"
 
 
 def headers_of(header_map: Any) -> Headers:
@@ -73,11 +75,19 @@ def _common(decision: Continue) -> Any:
     return common
 
 
+def _set_metadata(response: Any, metadata: dict[str, Any] | None) -> Any:
+    if metadata:
+        struct = struct_pb2.Struct()
+        struct.update({METADATA_NAMESPACE: {k: v for k, v in metadata.items() if v is not None}})
+        response.dynamic_metadata.CopyFrom(struct)
+    return response
+
+
 def immediate(reply: Reply) -> Any:
     headers = pb.HeaderMutation(
         set_headers=[_header("content-type", reply.content_type)] + [_header(k, v) for k, v in reply.headers]
     )
-    return pb.ProcessingResponse(
+    response = pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=reply.status),
             headers=headers,
@@ -85,6 +95,7 @@ def immediate(reply: Reply) -> Any:
             details=reply.details,
         )
     )
+    return _set_metadata(response, reply.metadata)
 
 
 _PHASE_FIELD = {
@@ -108,7 +119,7 @@ def _encode_continue(phase: str, decision: Continue) -> Any:
     response = pb.ProcessingResponse(**{field: message(response=_common(decision))})
     if decision.mode is not None:
         response.mode_override.CopyFrom(mode_proto(decision.mode))
-    return response
+    return _set_metadata(response, decision.metadata)
 
 
 def encode(phase: str, decision: Decision) -> Any:
@@ -132,6 +143,38 @@ def _metadata(request: Any, namespaces: tuple[str, ...]) -> dict[str, Any]:
     return {ns: json_format.MessageToDict(filter_metadata[ns]) for ns in namespaces if ns in filter_metadata}
 
 
+class StreamOutbox:
+    """Writes to one gRPC stream: serialised, and nothing after an immediate response."""
+
+    __slots__ = ("_context", "_lock", "closed")
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def write(self, response: Any) -> bool:
+        async with self._lock:
+            if self.closed:
+                return False
+            await self._context.write(response)
+            if response.HasField("immediate_response"):
+                self.closed = True
+            return True
+
+    async def push(self, reply: Reply) -> bool:
+        try:
+            return await self.write(immediate(reply))
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
+            # The stream is already gone (Envoy cancelled it): nobody is left to answer.
+            return False
+
+    async def extend_timeout(self, seconds: float) -> None:
+        timeout = duration_pb2.Duration()
+        timeout.FromMilliseconds(int(seconds * 1000))
+        await self.write(pb.ProcessingResponse(override_message_timeout=timeout))
+
+
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """Envoy's `ExternalProcessor` service; `current` returns the pipeline for new requests."""
 
@@ -139,16 +182,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         self._current = current
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
-        session = Session(self._current())
+        outbox = StreamOutbox(context)
+        session = Session(self._current(), outbox)
         try:
-            while True:
+            while not outbox.closed:
                 request = await context.read()
                 if request is grpc.aio.EOF:
                     return
-                response = await self._answer(session, request)
-                await context.write(response)
-                if response.HasField("immediate_response"):
-                    return
+                await outbox.write(await self._answer(session, request))
         except asyncio.CancelledError:
             # Envoy resets about half of all finished streams instead of closing them: not an error.
             raise
@@ -159,12 +200,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         phase = request.WhichOneof("request")
         try:
             decision = await self._dispatch(session, phase, request)
+            return encode(phase, decision)
         except Exception:
             log.exception("request %s: unexpected error in phase %s", session.request_id, phase)
             return immediate(Reply(500, _INTERNAL_ERROR.body, details="llm-extproc_internal_error"))
-        return encode(phase, decision)
 
-    async def _dispatch(self, session: Session, phase: str, request: Any) -> Decision:
+    async def _dispatch(self, session: Session, phase: str | None, request: Any) -> Decision:
         if phase == "request_headers":
             message = request.request_headers
             namespaces = session.pipeline.config.sidecar.auth.namespaces
@@ -172,12 +213,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                 headers_of(message.headers), message.end_of_stream, _metadata(request, namespaces)
             )
         if phase == "request_body":
-            return await session.request_body(request.request_body.body, request.request_body.end_of_stream)
+            message = request.request_body
+            return await session.request_body(message.body, message.end_of_stream)
         if phase == "response_headers":
             message = request.response_headers
             return await session.response_headers(headers_of(message.headers), message.end_of_stream)
         if phase == "response_body":
-            return await session.response_body(
-                request.response_body.body, request.response_body.end_of_stream
-            )
-        return Continue()
+            message = request.response_body
+            return await session.response_body(message.body, message.end_of_stream)
+        if phase in ("request_trailers", "response_trailers"):
+            return Continue()
+        raise ValueError(f"unknown ext_proc message {phase!r}")

@@ -52,6 +52,20 @@ def body_request(body: bytes, end_of_stream=True):
     return pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=end_of_stream))
 
 
+def response_headers_request(status=200, headers=None, end_of_stream=False):
+    values = {":status": str(status), "content-type": "application/json", **(headers or {})}
+    header_map = base_pb2.HeaderMap(
+        headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in values.items()]
+    )
+    return pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(headers=header_map, end_of_stream=end_of_stream)
+    )
+
+
+def response_body_request(body: bytes, end_of_stream=True):
+    return pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=end_of_stream))
+
+
 def header_value(mutation, key):
     for option in mutation.set_headers:
         if option.header.key == key:
@@ -72,6 +86,10 @@ class Harness:
     async def __aexit__(self, *exc):
         await self.channel.close()
         await self.sidecar.stop(0)
+
+    def open(self):
+        """A raw stream, for tests that need to read messages the sidecar sends on its own."""
+        return self.stub.Process()
 
     async def exchange(self, *requests):
         """Send each message, read its answer; stop at an immediate response as Envoy would."""

@@ -197,3 +197,22 @@ def test_enforce_user_param_alone_needs_the_request_body(tmp_path):
     built = pipeline.load(path)
     assert built.chain.empty and built.needs_sidecar
     assert built.request_mode.request_body.name == "BUFFERED"
+
+
+def test_callbacks_from_one_file_share_one_module(tmp_path):
+    write(tmp_path, "shared.py", """
+        from extproc import CustomLogger
+        LOADS = []
+        LOADS.append(1)
+        class A(CustomLogger):
+            async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+                return None
+        a, b = A(), A()
+    """)
+    path = write(tmp_path, "config.yaml", "litellm_settings: {callbacks: [shared.a, shared.b]}")
+    built = pipeline.load(path)
+    import sys
+
+    module = sys.modules["shared"]
+    assert module.LOADS == [1]
+    assert [h.instance for h in built.chain.handlers] == [module.a, module.b]
