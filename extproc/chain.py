@@ -6,6 +6,9 @@ Order is fixed once, when the chain is built: the order of `litellm_settings.cal
 - post-call success: sequential; a non-None return replaces the response, raising fails.
 - post-call failure: every hook is called; the first that returns or raises an HTTP exception replaces
   the client's error; anything else they raise is logged and ignored.
+- streaming, per chunk: every hook in order with the text accumulated so far; a non-None return
+  replaces the chunk (a string becomes its content).
+- streaming iterators: chained in config order, each wrapping the previous one's iterator.
 - logging events: run in the background, never on the request's path; errors logged.
 Each call is bounded by the handler's timeout. A handler with `fail_open` that times out or crashes
 (anything but a deliberate HTTP exception) is skipped instead of failing the request.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +140,10 @@ class HookChain:
         self.pre_call_hooks = self.hooks[HookKind.PRE_CALL]
         self.background: set[asyncio.Task[None]] = set()
 
+    @property
+    def has_streaming_chunk_hooks(self) -> bool:
+        return bool(self.hooks[HookKind.POST_CALL_STREAMING])
+
     def has(self, kind: HookKind) -> bool:
         return bool(self.hooks[kind])
 
@@ -228,6 +235,26 @@ class HookChain:
             elif isinstance(candidate, BaseException):
                 log.warning("%s raised while handling a failure (ignored): %r", hook.label, candidate)
         return replacement
+
+    async def post_call_streaming(self, user_api_key_dict: Any, text: str) -> Any:
+        """Per-chunk hooks in order; the last replacement given (None when all kept the chunk)."""
+        replacement = None
+        for hook in self.hooks[HookKind.POST_CALL_STREAMING]:
+            result = await self._call(hook, {"user_api_key_dict": user_api_key_dict, "response": text})
+            if result is not None and result is not _SKIPPED:
+                replacement = result
+        return replacement
+
+    def streaming_iterator(
+        self, user_api_key_dict: Any, source: AsyncIterator[Any], request_data: JSONDict
+    ) -> AsyncIterator[Any]:
+        """Chain the iterator hooks: the first wraps the upstream chunks, each next one the previous."""
+        stream = source
+        for hook in self.hooks[HookKind.POST_CALL_STREAMING_ITERATOR]:
+            stream = hook.call(
+                user_api_key_dict=user_api_key_dict, response=stream, request_data=request_data
+            )
+        return stream
 
     def log_event(self, kind: HookKind, **kwargs: Any) -> None:
         """Fire a logging event in the background; never awaited by the request."""

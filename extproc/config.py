@@ -42,6 +42,7 @@ class SidecarSettings:
     listen: tuple[str, ...] = ("127.0.0.1:50051",)
     max_request_bytes: int = 32 * 1024 * 1024
     max_json_depth: int = 128
+    max_stream_hold_bytes: int = 1024 * 1024
     hook_timeout_ms: int = 5000
     failure_mode_allow: bool = False
     grace_seconds: float = 10.0
@@ -192,6 +193,11 @@ def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
             raw.get("max_request_bytes", defaults.max_request_bytes), "extproc.max_request_bytes", 1024
         ),
         max_json_depth=_int(raw.get("max_json_depth", defaults.max_json_depth), "extproc.max_json_depth", 2),
+        max_stream_hold_bytes=_int(
+            raw.get("max_stream_hold_bytes", defaults.max_stream_hold_bytes),
+            "extproc.max_stream_hold_bytes",
+            1024,
+        ),
         hook_timeout_ms=_int(raw.get("hook_timeout_ms", defaults.hook_timeout_ms), "extproc.hook_timeout_ms"),
         failure_mode_allow=_bool(
             raw.get("failure_mode_allow", defaults.failure_mode_allow), "extproc.failure_mode_allow"

@@ -61,8 +61,13 @@ class Reply:
     metadata: dict[str, Any] | None = None
 
 
+class Deferred:
+    """No answer now: the session answers later on its own (full-duplex streaming)."""
+
+
 CONTINUE = Continue()
-Decision = Continue | Reply
+DEFERRED = Deferred()
+Decision = Continue | Reply | Deferred
 
 
 class Outbox(Protocol):
@@ -74,4 +79,8 @@ class Outbox(Protocol):
 
     async def extend_timeout(self, seconds: float) -> None:
         """Ask Envoy to wait longer for the answer to the message it is waiting on."""
+        ...
+
+    async def stream(self, body: bytes, end_of_stream: bool, metadata: dict[str, Any] | None = None) -> bool:
+        """Send response body bytes in full-duplex mode, whenever the session has them."""
         ...

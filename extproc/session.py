@@ -18,7 +18,16 @@ import orjson
 from extproc.auth import UserAPIKeyAuth
 from extproc.chain import HookFailed
 from extproc.codecs import BodyError
-from extproc.decisions import CONTINUE, PASS_THROUGH_MODE, BodyMode, Continue, Decision, Outbox, Reply
+from extproc.decisions import (
+    CONTINUE,
+    DEFERRED,
+    PASS_THROUGH_MODE,
+    BodyMode,
+    Continue,
+    Decision,
+    Outbox,
+    Reply,
+)
 from extproc.endpoints import Endpoint, field_problem
 from extproc.errors import ProxyException, RejectedRequestError, UpstreamError, reply_for
 from extproc.events import log_kwargs, usage_of
@@ -26,6 +35,8 @@ from extproc.moderation import ModerationGate
 from extproc.multipart import MultipartError
 from extproc.pipeline import Pipeline
 from extproc.refusals import refusal_reply
+from extproc.sse import SSEError
+from extproc.streaming import StreamPump, StreamRewriter, StreamState, error_event
 from extproc.types import Headers, HookKind, JSONDict
 from extproc.views import unwrap, wrap
 
@@ -69,6 +80,8 @@ class Session:
         "start_time",
         "started",
         "status",
+        "stream",
+        "stream_cut",
     )
 
     def __init__(self, pipeline: Pipeline, outbox: Outbox) -> None:
@@ -84,6 +97,8 @@ class Session:
         self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
         self.status = 0
         self.moderation: ModerationGate | None = None
+        self.stream: StreamRewriter | StreamPump | None = None
+        self.stream_cut = False
         self._user: UserAPIKeyAuth | None = None
 
     @property
@@ -238,8 +253,7 @@ class Session:
         if self.status >= 400:
             wants_body = chain.has(HookKind.POST_CALL_FAILURE) or chain.has(HookKind.LOG_FAILURE)
         elif headers.get("content-type", "").startswith("text/event-stream"):
-            wants_body = False  # streaming hooks come with the streaming work; the stream passes as is
-            self._log_success(None)
+            return self._start_stream()
         else:
             wants_body = chain.has(HookKind.POST_CALL_SUCCESS) or chain.has(HookKind.LOG_SUCCESS)
         if end_of_stream or not wants_body:
@@ -248,7 +262,58 @@ class Session:
             return CONTINUE
         return Continue(mode=self.pipeline.request_mode.with_response_body(BodyMode.BUFFERED))
 
+    def _start_stream(self) -> Decision:
+        """Pick the body mode a stream needs: none, STREAMED (per-chunk) or FULL_DUPLEX (iterators)."""
+        chain, settings = self.pipeline.chain, self.pipeline.config.sidecar
+        per_chunk = chain.has(HookKind.POST_CALL_STREAMING)
+        if chain.has(HookKind.POST_CALL_STREAMING_ITERATOR):
+            assert self.data is not None
+            state = StreamState(chain, self.user)
+            self.stream = StreamPump(
+                state, self.data, self.outbox, settings.max_stream_hold_bytes, self._stream_done
+            )
+            mode = BodyMode.FULL_DUPLEX_STREAMED
+        elif per_chunk or chain.has(HookKind.LOG_SUCCESS):
+            self.stream = StreamRewriter(
+                StreamState(chain, self.user), settings.max_stream_hold_bytes, per_chunk
+            )
+            mode = BodyMode.STREAMED
+        else:
+            return CONTINUE
+        return Continue(
+            remove_headers=("content-length",), mode=self.pipeline.request_mode.with_response_body(mode)
+        )
+
+    def _stream_done(self, state: StreamState) -> None:
+        self._log_success(wrap(state.assembled()))
+
+    async def _stream_body(self, body: bytes, end_of_stream: bool) -> Decision:
+        stream = self.stream
+        if isinstance(stream, StreamPump):
+            await stream.feed(body, end_of_stream)
+            return DEFERRED
+        assert stream is not None
+        try:
+            out = await stream.feed(body, end_of_stream)
+        except (HookFailed, SSEError) as exc:
+            cause = exc.cause if isinstance(exc, HookFailed) else exc
+            log.warning("request %s: stream ended early: %r", self.request_id, cause)
+            self.stream = None
+            self.stream_cut = True
+            return Continue(body=error_event(cause))
+        metadata = None
+        if end_of_stream:
+            metadata = {"upstream_status": self.status, **stream.state.usage}
+            self._stream_done(stream.state)
+        if out is None:
+            return Continue(metadata=metadata) if metadata else CONTINUE
+        return Continue(body=out, metadata=metadata)
+
     async def response_body(self, body: bytes, end_of_stream: bool) -> Decision:
+        if self.stream is not None:
+            return await self._stream_body(body, end_of_stream)
+        if self.stream_cut:
+            return Continue(body=b"")  # after the error event, the rest of the upstream stream is dropped
         if self.passthrough or self.data is None or not end_of_stream:
             return CONTINUE
         return await self._response(body)
@@ -374,6 +439,9 @@ class Session:
         """Release per-request state; called once when the gRPC stream ends, however it ends."""
         if self.moderation is not None:
             self.moderation.cancel()
+        if isinstance(self.stream, StreamPump):
+            self.stream.cancel()
+        self.stream = None
         self.headers = {}
         self.metadata = {}
         self.data = None

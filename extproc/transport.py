@@ -21,7 +21,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
-from extproc.decisions import Continue, Decision, Mode, Reply
+from extproc.decisions import Continue, Decision, Deferred, Mode, Reply
 from extproc.errors import envelope
 from extproc.pipeline import Pipeline
 from extproc.session import Session
@@ -123,6 +123,9 @@ def _encode_continue(phase: str, decision: Continue) -> Any:
 
 
 def encode(phase: str, decision: Decision) -> Any:
+    """The answer to a phase; None when the session answers later by itself."""
+    if isinstance(decision, Deferred):
+        return None
     if isinstance(decision, Reply):
         return immediate(decision)
     if not (
@@ -174,6 +177,17 @@ class StreamOutbox:
         timeout.FromMilliseconds(int(seconds * 1000))
         await self.write(pb.ProcessingResponse(override_message_timeout=timeout))
 
+    async def stream(self, body: bytes, end_of_stream: bool, metadata: dict[str, Any] | None = None) -> bool:
+        streamed = pb.StreamedBodyResponse(body=body, end_of_stream=end_of_stream)
+        common = pb.CommonResponse(body_mutation=pb.BodyMutation(streamed_response=streamed))
+        response = _set_metadata(
+            pb.ProcessingResponse(response_body=pb.BodyResponse(response=common)), metadata
+        )
+        try:
+            return await self.write(response)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
+            return False
+
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """Envoy's `ExternalProcessor` service; `current` returns the pipeline for new requests."""
@@ -189,7 +203,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                 request = await context.read()
                 if request is grpc.aio.EOF:
                     return
-                await outbox.write(await self._answer(session, request))
+                response = await self._answer(session, request)
+                if response is not None:
+                    await outbox.write(response)
         except asyncio.CancelledError:
             # Envoy resets about half of all finished streams instead of closing them: not an error.
             raise

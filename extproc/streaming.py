@@ -1,0 +1,271 @@
+"""Streaming responses: SSE events through the per-chunk and iterator hooks.
+
+Two shapes, picked per request at the response headers:
+- `StreamRewriter` (Envoy STREAMED mode): per-chunk hooks only. Each body message is answered at once
+  with its complete events, changed or not; a partial event is held back until its end arrives.
+- `StreamPump` (FULL_DUPLEX_STREAMED mode): iterator hooks, which may hold back, drop, merge or add
+  chunks. Upstream events feed a queue; a task runs the hooks' generators and sends what they yield
+  whenever they yield it, then `data: [DONE]` and the end of the stream.
+Events no hook changed are forwarded byte for byte; only changed chunks are re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from extproc.chain import HookChain, HookFailed
+from extproc.decisions import Outbox
+from extproc.errors import reply_for
+from extproc.events import usage_of
+from extproc.sse import DONE, Event, SSEDecoder, SSEError, encode_json
+from extproc.types import JSONDict
+from extproc.views import unwrap, wrap
+
+log = logging.getLogger("extproc.streaming")
+
+
+def chunk_text(chunk: JSONDict) -> str | None:
+    """The text a chunk adds: `choices[0].delta.content` (chat) or `choices[0].text` (completions)."""
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return None
+    choice = choices[0]
+    delta = choice.get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    return text if isinstance(text, str) else None
+
+
+def set_chunk_text(chunk: JSONDict, text: str) -> None:
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        chunk["choices"] = choices = [{"index": 0, "delta": {}}]
+    choice = choices[0]
+    if isinstance(choice.get("delta"), dict):
+        choice["delta"]["content"] = text
+    elif "text" in choice:
+        choice["text"] = text
+    else:
+        choice["delta"] = {"content": text}
+
+
+def error_event(exc: BaseException) -> bytes:
+    """An OpenAI error event, as LiteLLM sends mid-stream; OpenAI's SDKs raise it as an APIError."""
+    return encode_json({"error": _error_of(exc)}) + DONE
+
+
+def _error_of(exc: BaseException) -> Any:
+    return orjson.loads(reply_for(exc).body)["error"]
+
+
+class StreamState:
+    """What a stream's hooks share: the accumulated text, the usage seen, the chunk hooks' caller."""
+
+    __slots__ = ("chain", "model", "text", "usage", "user")
+
+    def __init__(self, chain: HookChain, user: Any) -> None:
+        self.chain = chain
+        self.user = user
+        self.text = ""
+        self.usage: dict[str, int] = {}
+        self.model: Any = None
+
+    def observe(self, chunk: JSONDict) -> None:
+        text = chunk_text(chunk)
+        if text:
+            self.text += text
+        usage = usage_of(chunk)
+        if usage:
+            self.usage = usage
+        if self.model is None:
+            self.model = chunk.get("model")
+
+    async def per_chunk(self, chunk: JSONDict) -> bool:
+        """Run the per-chunk hooks on a chunk (already observed); True when they changed it."""
+        replacement = await self.chain.post_call_streaming(self.user, self.text)
+        if replacement is None:
+            return False
+        if isinstance(replacement, str):
+            set_chunk_text(chunk, replacement)
+            return True
+        value = unwrap(replacement)
+        if isinstance(value, dict):
+            chunk.clear()
+            chunk.update(value)
+            return True
+        return False
+
+    def assembled(self) -> JSONDict:
+        """The whole stream as one response, for the success logging event."""
+        return {
+            "object": "chat.completion",
+            "model": self.model,
+            "usage": self.usage,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text}}],
+        }
+
+
+def _chunk_of(event: Event) -> JSONDict | None:
+    if event.data is None or event.done:
+        return None
+    try:
+        chunk = event.json()
+    except ValueError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
+
+
+class StreamRewriter:
+    """STREAMED mode: answer each body message with its complete, possibly changed, events."""
+
+    __slots__ = ("decoder", "rewrite", "state")
+
+    def __init__(self, state: StreamState, max_event_bytes: int, rewrite: bool) -> None:
+        self.state = state
+        self.decoder = SSEDecoder(max_event_bytes)
+        self.rewrite = rewrite
+
+    async def feed(self, body: bytes, end_of_stream: bool) -> bytes | None:
+        """The bytes to send for this message, or None when they are exactly the bytes received."""
+        events = self.decoder.feed(body)
+        if end_of_stream:
+            events += self.decoder.flush()
+        parts = []
+        for event in events:
+            chunk = _chunk_of(event)
+            if chunk is None:
+                parts.append(event.raw)
+                continue
+            self.state.observe(chunk)
+            if self.rewrite and await self.state.per_chunk(chunk):
+                parts.append(encode_json(chunk))
+            else:
+                parts.append(event.raw)
+        out = b"".join(parts)
+        return None if out == body else out
+
+
+class StreamPump:
+    """FULL_DUPLEX mode: the iterator hooks' generators, fed from upstream events, sending on their own."""
+
+    __slots__ = (
+        "_bytes_in",
+        "_bytes_out",
+        "_decoder",
+        "_done",
+        "_max_held",
+        "_on_finish",
+        "_originals",
+        "_outbox",
+        "_queue",
+        "_rewrite",
+        "_task",
+        "state",
+    )
+
+    def __init__(
+        self,
+        state: StreamState,
+        request_data: JSONDict,
+        outbox: Outbox,
+        max_held_bytes: int,
+        on_finish: Callable[[StreamState], None],
+    ) -> None:
+        self.state = state
+        self._on_finish = on_finish
+        self._outbox = outbox
+        self._max_held = max_held_bytes
+        self._decoder = SSEDecoder(max_held_bytes)
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._originals: dict[int, tuple[bytes, JSONDict]] = {}
+        self._bytes_in = self._bytes_out = 0
+        self._done = False
+        self._rewrite = state.chain.has_streaming_chunk_hooks
+        iterator = state.chain.streaming_iterator(state.user, self._source(), request_data)
+        self._task = asyncio.get_running_loop().create_task(self._run(iterator))
+
+    async def feed(self, body: bytes, end_of_stream: bool) -> None:
+        if self._done:
+            return
+        self._bytes_in += len(body)
+        try:
+            events = self._decoder.feed(body)
+            if end_of_stream:
+                events += self._decoder.flush()
+        except SSEError as exc:
+            await self._abort(exc)
+            return
+        for event in events:
+            self._queue.put_nowait(event)
+        if end_of_stream:
+            self._queue.put_nowait(None)
+        elif self._bytes_in - self._bytes_out > self._max_held:
+            await self._abort(SSEError(f"the streaming hooks hold back more than {self._max_held} bytes"))
+
+    async def _source(self) -> AsyncIterator[Any]:
+        while (event := await self._queue.get()) is not None:
+            chunk = _chunk_of(event)
+            if chunk is None:
+                if not event.done:  # comments and unknown events go on as they came; [DONE] is ours to send
+                    await self._send(event.raw)
+                continue
+            self.state.observe(chunk)
+            self._originals[id(chunk)] = (event.raw, event.json())
+            yield wrap(chunk)
+
+    async def _run(self, iterator: AsyncIterator[Any]) -> None:
+        try:
+            async for item in iterator:
+                chunk = unwrap(item)
+                if not isinstance(chunk, dict):
+                    log.warning(
+                        "a streaming iterator hook yielded a %s, not a chunk: dropped", type(item).__name__
+                    )
+                    continue
+                original = self._originals.pop(id(chunk), None)
+                changed = self._rewrite and await self.state.per_chunk(chunk)
+                if original is not None and not changed and chunk == original[1]:
+                    await self._send(original[0])
+                else:
+                    await self._send(encode_json(chunk))
+            await self._finish(DONE)
+        except HookFailed as failure:
+            log.warning("stream ended by %s: %r", failure.hook.label, failure.cause)
+            await self._finish(error_event(failure.cause))
+        except Exception as exc:
+            log.warning("stream ended by a streaming iterator hook: %r", exc)
+            await self._finish(error_event(exc))
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _send(self, data: bytes) -> None:
+        self._bytes_out += len(data)
+        await self._outbox.stream(data, False)
+
+    async def _finish(self, tail: bytes) -> None:
+        if self._done:
+            return
+        self._done = True
+        usage = self.state.usage
+        await self._outbox.stream(tail, True, {"upstream_status": 200, **usage} if usage else None)
+        self._on_finish(self.state)
+
+    async def _abort(self, exc: BaseException) -> None:
+        log.warning("stream cut: %s", exc)
+        self._task.cancel()
+        await self._finish(error_event(exc))
+
+    def cancel(self) -> None:
+        """The client went away: stop the hooks' generators (their `finally` blocks run)."""
+        self._done = True
+        if not self._task.done():
+            self._task.cancel()
+
+    async def wait(self) -> None:
+        await asyncio.gather(self._task, return_exceptions=True)
