@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Protocol
 
@@ -30,6 +31,27 @@ class Codec(Protocol):
 
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# orjson reads integers beyond 64 bits as floats; bodies that may hold one take the exact stdlib path.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_exact(body: bytes) -> Any:
+    """Decode JSON without losing integer precision; NaN and Infinity are refused, as orjson does."""
+    if _LONG_DIGITS.search(body) is None:
+        return orjson.loads(body)
+    return json.loads(body, parse_constant=_no_constants)
+
+
+def dumps_exact(data: Any) -> bytes:
+    """orjson, or the stdlib for what orjson cannot write (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def json_depth(body: bytes) -> int:
@@ -62,15 +84,15 @@ class JsonCodec:
         if body.count(b"{") + body.count(b"[") > self.max_depth and json_depth(body) > self.max_depth:
             raise BodyError(400, f"Invalid JSON payload: nested deeper than {self.max_depth} levels")
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            data = loads_exact(body)
+        except ValueError as exc:  # orjson's JSONDecodeError, the stdlib's, and UnicodeDecodeError
             raise BodyError(400, f"Invalid JSON payload: {exc}") from None
         if not isinstance(data, dict):
             raise BodyError(400, f"Invalid JSON payload: expected an object, got {_json_kind(data)}")
         return data
 
     def encode(self, data: JSONDict, content_type: str) -> bytes:
-        return orjson.dumps(data)
+        return dumps_exact(data)
 
 
 def _json_kind(value: Any) -> str:

@@ -13,11 +13,9 @@ import traceback
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from extproc.auth import UserAPIKeyAuth
 from extproc.chain import HookFailed
-from extproc.codecs import BodyError
+from extproc.codecs import BodyError, dumps_exact, loads_exact
 from extproc.decisions import (
     CONTINUE,
     DEFERRED,
@@ -321,8 +319,8 @@ class Session:
     async def _response(self, body: bytes) -> Decision:
         """The whole upstream answer: failure hooks for an error status, success hooks otherwise."""
         try:
-            response = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
+            response = loads_exact(body) if body else None
+        except ValueError:
             response = None
         if self.status >= 400:
             return await self._upstream_failed(response, body)
@@ -334,7 +332,7 @@ class Session:
         if not chain.has(HookKind.POST_CALL_SUCCESS):
             self._log_success(wrap(response))
             return Continue(metadata=metadata)
-        pristine = orjson.loads(body)
+        pristine = loads_exact(body)
         assert self.data is not None
         try:
             view = await chain.post_call_success(self.data, self.user, wrap(response))
@@ -345,7 +343,7 @@ class Session:
         if final == pristine:
             return Continue(metadata=metadata)
         try:
-            new_body = orjson.dumps(final)
+            new_body = dumps_exact(final)
         except TypeError as exc:
             return await self._fail(
                 ProxyException(f"llm-extproc: the response changed by hooks cannot be encoded: {exc}", 500)

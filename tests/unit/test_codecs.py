@@ -180,3 +180,27 @@ def test_route_table_matches(path, call_type):
 )
 def test_route_table_leaves_other_paths(path):
     assert RouteTable(8).match(path) is None
+
+
+def test_big_integers_survive_decode_and_encode():
+    codec = JsonCodec(max_depth=8)
+    body = b'{"seed": 123456789012345678901234567890, "n": -98765432109876543210, "f": 1.5}'
+    data = codec.decode(body, "application/json")
+    assert data["seed"] == 123456789012345678901234567890 and data["n"] == -98765432109876543210
+    data["model"] = "x"
+    assert b'"seed":123456789012345678901234567890' in codec.encode(data, "application/json")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": 12345678901234567890123, "b": NaN}',
+        b'{"a": 123456789012345678901, "b": Infinity}',
+        b'{"a": 123456789012345678901234,}',
+        b'{"a": 123456789012345678901234, "b": "\\xff"}'.replace(b"\\xff", b"\xff"),
+    ],
+)
+def test_the_exact_path_refuses_what_orjson_refuses(body):
+    with pytest.raises(BodyError) as info:
+        JsonCodec(8).decode(body, "application/json")
+    assert info.value.status == 400
