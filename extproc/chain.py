@@ -268,6 +268,16 @@ class HookChain:
         except Exception as exc:
             log.warning("%s raised (logging events never affect requests): %r", hook.label, exc)
 
+    def run_in_background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Work that must finish even though its request is gone (endings after a disconnect)."""
+        self._spawn(self._guarded(coroutine))
+
+    async def _guarded(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coroutine
+        except Exception:
+            log.exception("background work of a finished request failed")
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self.background.add(task)

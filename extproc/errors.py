@@ -148,6 +148,18 @@ class RejectedRequestError(Exception):
         self.status_code = 400
 
 
+class ClientDisconnected(Exception):
+    """The request ended before its response was complete: the client left, or Envoy gave up on it."""
+
+    status_code = 499
+
+    def __init__(self) -> None:
+        self.message = (
+            "the request ended before the response was complete (client disconnected or Envoy timed out)"
+        )
+        super().__init__(self.message)
+
+
 def reply_for(exc: BaseException) -> ErrorReply:
     """The client's error for any exception, ours included."""
     if isinstance(exc, ProxyException):

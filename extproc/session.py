@@ -27,7 +27,7 @@ from extproc.decisions import (
     Reply,
 )
 from extproc.endpoints import Endpoint, field_problem
-from extproc.errors import ProxyException, RejectedRequestError, UpstreamError, reply_for
+from extproc.errors import ClientDisconnected, ProxyException, RejectedRequestError, UpstreamError, reply_for
 from extproc.events import log_kwargs, usage_of
 from extproc.moderation import ModerationGate
 from extproc.multipart import MultipartError
@@ -67,6 +67,7 @@ class Session:
     __slots__ = (
         "_user",
         "data",
+        "ended",
         "endpoint",
         "headers",
         "metadata",
@@ -94,6 +95,7 @@ class Session:
         self.start_time = datetime.now()
         self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
         self.status = 0
+        self.ended = False  # exactly one ending (success or failure) per request that reached the hooks
         self.moderation: ModerationGate | None = None
         self.stream: StreamRewriter | StreamPump | None = None
         self.stream_cut = False
@@ -254,10 +256,11 @@ class Session:
             return self._start_stream()
         else:
             wants_body = chain.has(HookKind.POST_CALL_SUCCESS) or chain.has(HookKind.LOG_SUCCESS)
-        if end_of_stream or not wants_body:
-            if end_of_stream and wants_body:
-                return await self._response(b"")
+        if not wants_body:
+            self.ended = True  # nothing reads this answer: it is on its way
             return CONTINUE
+        if end_of_stream:
+            return await self._response(b"")
         return Continue(mode=self.pipeline.request_mode.with_response_body(BodyMode.BUFFERED))
 
     def _start_stream(self) -> Decision:
@@ -277,13 +280,19 @@ class Session:
             )
             mode = BodyMode.STREAMED
         else:
+            self.ended = True
             return CONTINUE
         return Continue(
             remove_headers=("content-length",), mode=self.pipeline.request_mode.with_response_body(mode)
         )
 
-    def _stream_done(self, state: StreamState) -> None:
-        self._log_success(wrap(state.assembled()))
+    def _stream_done(self, state: StreamState, error: BaseException | None = None) -> None:
+        """The stream's ending: a success, or a failure the client already saw as an error event."""
+        if error is None:
+            self._log_success(wrap(state.assembled()))
+        elif not self.ended:
+            self.ended = True  # before the task runs, so close() cannot end the request a second time
+            self.pipeline.chain.run_in_background(self._failure_hooks(error))
 
     async def _stream_body(self, body: bytes, end_of_stream: bool) -> Decision:
         stream = self.stream
@@ -296,6 +305,7 @@ class Session:
         except (HookFailed, SSEError) as exc:
             cause = exc.cause if isinstance(exc, HookFailed) else exc
             log.warning("request %s: stream ended early: %r", self.request_id, cause)
+            self._stream_done(stream.state, cause)
             self.stream = None
             self.stream_cut = True
             return Continue(body=error_event(cause))
@@ -355,6 +365,9 @@ class Session:
 
     # ---- endings ----
     def _log_success(self, response: Any) -> None:
+        if self.ended:
+            return
+        self.ended = True
         chain = self.pipeline.chain
         if chain.has(HookKind.LOG_SUCCESS) and self.data is not None and self.endpoint is not None:
             chain.log_event(
@@ -369,9 +382,8 @@ class Session:
         """A pre-call string refusal: failure hooks are told, the client gets a well-formed answer."""
         assert self.endpoint is not None and self.data is not None
         log.info("request %s refused by %s", self.request_id, hook)
-        chain = self.pipeline.chain
-        if chain.has(HookKind.POST_CALL_FAILURE):
-            await chain.post_call_failure(self.data, RejectedRequestError(text, self.data), self.user, "")
+        # Failure hooks and the failure log are told; the refusal itself is the client's answer.
+        await self._failure_hooks(RejectedRequestError(text, self.data))
         reply = refusal_reply(self.endpoint.call_type, self.data.get("stream") is True, text)
         return Reply(
             reply.status,
@@ -384,6 +396,7 @@ class Session:
 
     async def _failure_hooks(self, exc: BaseException) -> BaseException | None:
         """Tell the failure hooks and the failure log; the replacement error, if a hook gave one."""
+        self.ended = True
         chain = self.pipeline.chain
         request_data = self.data if self.data is not None else {}
         replacement = None
@@ -434,12 +447,21 @@ class Session:
         return ProxyException(f"Request body too large: the limit is {limit} bytes", 413, "request_body")
 
     def close(self) -> None:
-        """Release per-request state; called once when the gRPC stream ends, however it ends."""
+        """Release per-request state; called once when the gRPC stream ends, however it ends.
+
+        A request that reached the hooks and expected its response but never got to an ending (the
+        client left, Envoy timed out) ends here as a failure, so per-request accounting comes back down;
+        that ending keeps the request's data until the failure hooks have seen it.
+        """
         if self.moderation is not None:
             self.moderation.cancel()
         if isinstance(self.stream, StreamPump):
             self.stream.cancel()
         self.stream = None
+        if not self.ended and self.data is not None and self.pipeline.request_mode.response_headers:
+            self.ended = True
+            self.pipeline.chain.run_in_background(self._failure_hooks(ClientDisconnected()))
+            return
         self.headers = {}
         self.metadata = {}
         self.data = None

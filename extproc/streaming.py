@@ -173,7 +173,7 @@ class StreamPump:
         request_data: JSONDict,
         outbox: Outbox,
         max_held_bytes: int,
-        on_finish: Callable[[StreamState], None],
+        on_finish: Callable[[StreamState, BaseException | None], None],
     ) -> None:
         self.state = state
         self._on_finish = on_finish
@@ -235,10 +235,10 @@ class StreamPump:
             await self._finish(DONE)
         except HookFailed as failure:
             log.warning("stream ended by %s: %r", failure.hook.label, failure.cause)
-            await self._finish(error_event(failure.cause))
+            await self._finish(error_event(failure.cause), failure.cause)
         except Exception as exc:
             log.warning("stream ended by a streaming iterator hook: %r", exc)
-            await self._finish(error_event(exc))
+            await self._finish(error_event(exc), exc)
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
@@ -248,18 +248,18 @@ class StreamPump:
         self._bytes_out += len(data)
         await self._outbox.stream(data, False)
 
-    async def _finish(self, tail: bytes) -> None:
+    async def _finish(self, tail: bytes, error: BaseException | None = None) -> None:
         if self._done:
             return
         self._done = True
         usage = self.state.usage
         await self._outbox.stream(tail, True, {"upstream_status": 200, **usage} if usage else None)
-        self._on_finish(self.state)
+        self._on_finish(self.state, error)
 
     async def _abort(self, exc: BaseException) -> None:
         log.warning("stream cut: %s", exc)
         self._task.cancel()
-        await self._finish(error_event(exc))
+        await self._finish(error_event(exc), exc)
 
     def cancel(self) -> None:
         """The client went away: stop the hooks' generators (their `finally` blocks run)."""

@@ -98,7 +98,10 @@ async def start_stream(harness):
         await call.write(request)
         await call.read()
     await call.write(response_headers_request(headers=SSE_HEADERS))
-    return call, await call.read()
+    answer = await call.read()
+    while answer.HasField("override_message_timeout"):  # sent while a moderation verdict is pending
+        answer = await call.read()
+    return call, answer
 
 
 async def read_stream(call):
@@ -244,3 +247,67 @@ async def test_no_streaming_hook_means_the_stream_is_not_read(tmp_path):
         call, headers_answer = await start_stream(harness)
         call.cancel()
     assert headers_answer.HasField("response_headers") and not headers_answer.HasField("mode_override")
+
+
+ENDINGS = textwrap.dedent("""
+    from extproc import CustomLogger
+
+    ENDINGS = []
+
+    class Accounting(CustomLogger):
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+            ENDINGS.append(("success", kwargs["litellm_call_id"]))
+
+        async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+            ENDINGS.append(("failure", kwargs["litellm_call_id"], kwargs["status_code"]))
+
+    class Upper(CustomLogger):
+        async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):
+            async for item in response:
+                yield item
+
+    accounting, upper = Accounting(), Upper()
+""")
+
+
+async def wait_for(predicate):
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_every_request_ends_exactly_once_even_when_the_client_leaves(tmp_path):
+    built = make_pipeline(
+        tmp_path, "litellm_settings: {callbacks: [e.accounting, e.upper]}", {"e.py": ENDINGS}
+    )
+    endings = sys.modules["e"].ENDINGS
+    async with Harness(built) as harness:
+        # a stream that completes: one success
+        call = harness.open()
+        for request in (headers_request(headers={"x-request-id": "done"}), body_request(CHAT)):
+            await call.write(request)
+            await call.read()
+        await call.write(response_headers_request(headers=SSE_HEADERS))
+        await call.read()
+        await call.write(response_body_request(chunk("a") + DONE, end_of_stream=True))
+        await read_stream(call)
+        call.cancel()
+        # a stream the client leaves: one failure, status 499
+        call = harness.open()
+        for request in (headers_request(headers={"x-request-id": "gone"}), body_request(CHAT)):
+            await call.write(request)
+            await call.read()
+        await call.write(response_headers_request(headers=SSE_HEADERS))
+        await call.read()
+        call.cancel()
+        # a request Envoy abandons before the response headers (message timeout): one failure too
+        call = harness.open()
+        for request in (headers_request(headers={"x-request-id": "abandoned"}), body_request(CHAT)):
+            await call.write(request)
+            await call.read()
+        call.cancel()
+        await wait_for(lambda: len(endings) >= 3)
+        await asyncio.sleep(0.05)
+    assert sorted(endings) == [("failure", "abandoned", 499), ("failure", "gone", 499), ("success", "done")]
