@@ -33,6 +33,7 @@ class HandlerPolicy:
 
     timeout_ms: int | None = None
     fail_open: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +168,13 @@ def _handler_policies(raw: dict[str, Any]) -> dict[str, HandlerPolicy]:
     for reference, options in raw.items():
         where = f"extproc.handlers.{reference}"
         options = _mapping(options, where)
-        for key in options.keys() - {"timeout_ms", "fail_open"}:
-            raise ConfigError(f"{where}.{key}: unknown key (expected 'timeout_ms' or 'fail_open')")
+        for key in options.keys() - {"timeout_ms", "fail_open", "options"}:
+            raise ConfigError(f"{where}.{key}: unknown key (expected 'timeout_ms', 'fail_open' or 'options')")
         timeout = options.get("timeout_ms")
         policies[str(reference)] = HandlerPolicy(
             timeout_ms=None if timeout is None else _int(timeout, f"{where}.timeout_ms"),
             fail_open=_bool(options.get("fail_open", False), f"{where}.fail_open"),
+            options=_mapping(options.get("options"), f"{where}.options"),
         )
     return policies
 

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 
 class HandlerError(Exception):
@@ -75,10 +76,28 @@ def import_module(module_name: str, folder: Path) -> ModuleType:
         raise HandlerError(f"{where}: failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-def resolve(reference: str, folder: Path, modules: dict[str, ModuleType] | None = None) -> object:
-    """`custom_callbacks.proxy_handler_instance` -> the object; a class is instantiated.
+def _attribute(module: ModuleType, module_name: str, attribute: str, folder: Path) -> object:
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        pass
+    try:  # `handlers.rate_limiter`: a submodule not imported yet
+        return import_module(f"{module_name}.{attribute}", folder)
+    except HandlerError:
+        raise HandlerError(f"module {module_name!r} has no {attribute!r}") from None
 
-    `modules` holds what this load already imported, so callbacks from one file share one module.
+
+def resolve(
+    reference: str,
+    folder: Path,
+    modules: dict[str, ModuleType] | None = None,
+    options: dict[str, Any] | None = None,
+) -> object:
+    """`custom_callbacks.proxy_handler_instance` -> the object.
+
+    A class is instantiated with `options` as keyword arguments; a module stands for its `Handler`
+    class (the built-ins: `handlers.rate_limiter`). `modules` holds what this load already imported,
+    so callbacks from one file share one module.
     """
     module_name, sep, attribute = reference.rpartition(".")
     if not sep or not module_name or not attribute:
@@ -89,19 +108,27 @@ def resolve(reference: str, folder: Path, modules: dict[str, ModuleType] | None 
     modules = {} if modules is None else modules
     if module_name not in modules:
         modules[module_name] = import_module(module_name, folder)
-    module = modules[module_name]
     try:
-        target = getattr(module, attribute)
-    except AttributeError:
-        raise HandlerError(f"callback {reference!r}: module {module_name!r} has no {attribute!r}") from None
+        target = _attribute(modules[module_name], module_name, attribute, folder)
+    except HandlerError as exc:
+        raise HandlerError(f"callback {reference!r}: {exc}") from None
+    if isinstance(target, ModuleType):
+        target = getattr(target, "Handler", None)
+        if not isinstance(target, type):
+            raise HandlerError(f"callback {reference!r}: the module has no Handler class")
     if isinstance(target, type):
         try:
-            return target()
+            return target(**(options or {}))
         except Exception as exc:
-            raise HandlerError(f"callback {reference!r}: {attribute}() failed: {exc}") from exc
+            raise HandlerError(f"callback {reference!r}: bad options: {type(exc).__name__}: {exc}") from exc
+    if options:
+        raise HandlerError(f"callback {reference!r}: options are given but it is an instance, not a class")
     return target
 
 
-def load_handlers(references: tuple[str, ...], folder: Path) -> list[LoadedHandler]:
+def load_handlers(
+    references: tuple[str, ...], folder: Path, options: dict[str, dict[str, Any]] | None = None
+) -> list[LoadedHandler]:
     modules: dict[str, ModuleType] = {}
-    return [LoadedHandler(ref, resolve(ref, folder, modules)) for ref in references]
+    options = options or {}
+    return [LoadedHandler(ref, resolve(ref, folder, modules, options.get(ref))) for ref in references]

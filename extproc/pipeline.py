@@ -65,7 +65,8 @@ def moderation_wait(chain: HookChain, ceiling_s: float) -> float:
 def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     """Load the handlers a config names and validate them; raises ConfigError or HandlerError."""
     settings = config.sidecar
-    handlers = load_handlers(config.callbacks, config.folder)
+    options = {ref: policy.options for ref, policy in settings.handlers.items() if policy.options}
+    handlers = load_handlers(config.callbacks, config.folder, options)
     chain = HookChain(handlers, settings.hook_timeout_ms / 1000, settings.handlers)
     return Pipeline(
         config=config,

@@ -200,7 +200,10 @@ def test_enforce_user_param_alone_needs_the_request_body(tmp_path):
 
 
 def test_callbacks_from_one_file_share_one_module(tmp_path):
-    write(tmp_path, "shared.py", """
+    write(
+        tmp_path,
+        "shared.py",
+        """
         from extproc import CustomLogger
         LOADS = []
         LOADS.append(1)
@@ -208,7 +211,8 @@ def test_callbacks_from_one_file_share_one_module(tmp_path):
             async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
                 return None
         a, b = A(), A()
-    """)
+    """,
+    )
     path = write(tmp_path, "config.yaml", "litellm_settings: {callbacks: [shared.a, shared.b]}")
     built = pipeline.load(path)
     import sys
@@ -216,3 +220,75 @@ def test_callbacks_from_one_file_share_one_module(tmp_path):
     module = sys.modules["shared"]
     assert module.LOADS == [1]
     assert [h.instance for h in built.chain.handlers] == [module.a, module.b]
+
+
+BUILTIN = """
+from extproc import CustomLogger
+
+class Handler(CustomLogger):
+    def __init__(self, limit: int = 1, words: tuple = ()):
+        super().__init__()
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.limit, self.words = limit, words
+
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        return None
+"""
+
+
+def test_a_module_reference_means_its_handler_class_with_options(tmp_path):
+    write(tmp_path, "plugins/__init__.py", "")
+    write(tmp_path, "plugins/limiter.py", BUILTIN)
+    path = write(
+        tmp_path,
+        "config.yaml",
+        """
+        litellm_settings: {callbacks: [plugins.limiter]}
+        extproc:
+          handlers:
+            plugins.limiter: {timeout_ms: 100, fail_open: true, options: {limit: 5}}
+    """,
+    )
+    built = pipeline.load(path)
+    (handler,) = built.chain.handlers
+    assert handler.instance.limit == 5
+    (hook,) = built.chain.pre_call_hooks
+    assert (hook.timeout_s, hook.fail_open) == (0.1, True)
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ("{limit: 0}", "bad options: ValueError: limit must be >= 1"),
+        ("{limt: 3}", "bad options: TypeError"),
+    ],
+)
+def test_bad_builtin_options_are_named(tmp_path, options, fragment):
+    write(tmp_path, "plugins/__init__.py", "")
+    write(tmp_path, "plugins/limiter.py", BUILTIN)
+    path = write(
+        tmp_path,
+        "config.yaml",
+        f"""
+        litellm_settings: {{callbacks: [plugins.limiter]}}
+        extproc: {{handlers: {{plugins.limiter: {{options: {options}}}}}}}
+    """,
+    )
+    with pytest.raises(HandlerError) as info:
+        pipeline.load(path)
+    assert "callback 'plugins.limiter'" in str(info.value) and fragment in str(info.value)
+
+
+def test_options_for_an_instance_are_refused(tmp_path):
+    write(tmp_path, "custom_callbacks.py", HANDLER)
+    path = write(
+        tmp_path,
+        "config.yaml",
+        """
+        litellm_settings: {callbacks: custom_callbacks.proxy_handler_instance}
+        extproc: {handlers: {custom_callbacks.proxy_handler_instance: {options: {a: 1}}}}
+    """,
+    )
+    with pytest.raises(HandlerError, match="it is an instance, not a class"):
+        pipeline.load(path)
