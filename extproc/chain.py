@@ -9,6 +9,8 @@ Order is fixed once, when the chain is built: the order of `litellm_settings.cal
 - streaming, per chunk: every hook in order with the text accumulated so far; a non-None return
   replaces the chunk (a string becomes its content).
 - streaming iterators: chained in config order, each wrapping the previous one's iterator.
+- response headers: every hook in order, success or failure; the headers they return are merged
+  (a later hook wins a clash); errors are logged and ignored.
 - logging events: run in the background, never on the request's path; errors logged.
 Each call is bounded by the handler's timeout. A handler with `fail_open` that times out or crashes
 (anything but a deliberate HTTP exception) is skipped instead of failing the request.
@@ -40,9 +42,15 @@ HOOK_ARGUMENTS: dict[HookKind, tuple[str, ...]] = {
     HookKind.POST_CALL_FAILURE: ("request_data", "original_exception", "user_api_key_dict"),
     HookKind.POST_CALL_STREAMING: ("user_api_key_dict", "response"),
     HookKind.POST_CALL_STREAMING_ITERATOR: ("user_api_key_dict", "response", "request_data"),
+    HookKind.POST_CALL_RESPONSE_HEADERS: ("data", "user_api_key_dict", "response"),
     HookKind.LOG_PRE_API_CALL: ("model", "messages", "kwargs"),
     HookKind.LOG_SUCCESS: ("kwargs", "response_obj", "start_time", "end_time"),
     HookKind.LOG_FAILURE: ("kwargs", "response_obj", "start_time", "end_time"),
+}
+# Arguments LiteLLM added later: passed only to hooks whose signature accepts them.
+_OPTIONAL_ARGUMENTS = {
+    HookKind.POST_CALL_FAILURE: "traceback_str",
+    HookKind.POST_CALL_RESPONSE_HEADERS: "request_headers",
 }
 _SKIPPED = object()
 
@@ -56,7 +64,7 @@ class Hook:
     call: Callable[..., Any]
     timeout_s: float
     fail_open: bool = False
-    takes_traceback: bool = False
+    takes_extra: bool = False  # accepts the kind's optional argument (traceback_str, request_headers)
 
 
 class HookFailed(Exception):
@@ -110,13 +118,13 @@ def _check(handler: LoadedHandler, kind: HookKind, timeout_s: float, policy: Han
         signature.bind(**dict.fromkeys(names))
     except TypeError as exc:
         raise HandlerError(f"{label}: {owner}.{kind.value} must accept ({', '.join(names)}): {exc}") from None
-    takes_traceback = kind is HookKind.POST_CALL_FAILURE and (
-        "traceback_str" in signature.parameters
-        or any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    extra = _OPTIONAL_ARGUMENTS.get(kind)
+    takes_extra = extra is not None and (
+        extra in signature.parameters or any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
     )
     if policy.timeout_ms is not None:
         timeout_s = policy.timeout_ms / 1000
-    return Hook(label, kind, method, timeout_s, policy.fail_open, takes_traceback)
+    return Hook(label, kind, method, timeout_s, policy.fail_open, takes_extra)
 
 
 class HookChain:
@@ -223,7 +231,7 @@ class HookChain:
                 "original_exception": exception,
                 "user_api_key_dict": user_api_key_dict,
             }
-            if hook.takes_traceback:
+            if hook.takes_extra:
                 kwargs["traceback_str"] = traceback_str
             calls.append(self._call(hook, kwargs))
         results = await asyncio.gather(*calls, return_exceptions=True)
@@ -235,6 +243,24 @@ class HookChain:
             elif isinstance(candidate, BaseException):
                 log.warning("%s raised while handling a failure (ignored): %r", hook.label, candidate)
         return replacement
+
+    async def response_headers(
+        self, data: JSONDict, user_api_key_dict: Any, response: Any, request_headers: dict[str, str]
+    ) -> tuple[tuple[str, str], ...]:
+        """Headers the hooks add to the client's response; a broken hook adds none."""
+        merged: dict[str, str] = {}
+        for hook in self.hooks[HookKind.POST_CALL_RESPONSE_HEADERS]:
+            kwargs = {"data": data, "user_api_key_dict": user_api_key_dict, "response": response}
+            if hook.takes_extra:
+                kwargs["request_headers"] = request_headers
+            try:
+                result = await self._call(hook, kwargs)
+            except HookFailed as failure:
+                log.warning("%s raised (no headers added): %r", hook.label, failure.cause)
+                continue
+            if isinstance(result, dict):
+                merged.update({str(k).lower(): str(v) for k, v in result.items()})
+        return tuple(merged.items())
 
     async def post_call_streaming(self, user_api_key_dict: Any, text: str) -> Any:
         """Per-chunk hooks in order; the last replacement given (None when all kept the chunk)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from extproc.auth import UserAPIKeyAuth
 from extproc.chain import HookFailed
@@ -23,6 +24,7 @@ from extproc.decisions import (
     BodyMode,
     Continue,
     Decision,
+    Deferred,
     Outbox,
     Reply,
 )
@@ -39,6 +41,7 @@ from extproc.types import Headers, HookKind, JSONDict
 from extproc.views import unwrap, wrap
 
 log = logging.getLogger("extproc.session")
+AnyDecision = TypeVar("AnyDecision", Continue, Reply, Deferred)
 
 PASS_THROUGH = Continue(mode=PASS_THROUGH_MODE)
 ENFORCE_USER_MESSAGE = "Authentication Error, 'user' param not passed in. 'enforce_user_param'=True"
@@ -253,17 +256,17 @@ class Session:
         if self.status >= 400:
             wants_body = chain.has(HookKind.POST_CALL_FAILURE) or chain.has(HookKind.LOG_FAILURE)
         elif headers.get("content-type", "").startswith("text/event-stream"):
-            return self._start_stream()
+            return await self._add_headers(self._start_stream())
         else:
             wants_body = chain.has(HookKind.POST_CALL_SUCCESS) or chain.has(HookKind.LOG_SUCCESS)
         if not wants_body:
             self.ended = True  # nothing reads this answer: it is on its way
-            return CONTINUE
+            return await self._add_headers(CONTINUE)
         if end_of_stream:
             return await self._response(b"")
         return Continue(mode=self.pipeline.request_mode.with_response_body(BodyMode.BUFFERED))
 
-    def _start_stream(self) -> Decision:
+    def _start_stream(self) -> Continue:
         """Pick the body mode a stream needs: none, STREAMED (per-chunk) or FULL_DUPLEX (iterators)."""
         chain, settings = self.pipeline.chain, self.pipeline.config.sidecar
         per_chunk = chain.has(HookKind.POST_CALL_STREAMING)
@@ -336,32 +339,45 @@ class Session:
             return await self._upstream_failed(response, body)
         if not isinstance(response, dict):
             self._log_success(None)
-            return CONTINUE
+            return await self._add_headers(CONTINUE)
+        view = wrap(response)
         metadata: dict[str, Any] = {"upstream_status": self.status, **usage_of(response)}
+        decision = Continue(metadata=metadata)
         chain = self.pipeline.chain
-        if not chain.has(HookKind.POST_CALL_SUCCESS):
-            self._log_success(wrap(response))
-            return Continue(metadata=metadata)
-        pristine = loads_exact(body)
-        assert self.data is not None
-        try:
-            view = await chain.post_call_success(self.data, self.user, wrap(response))
-        except HookFailed as failure:
-            return await self._fail(failure.cause, failure.hook.label)
+        if chain.has(HookKind.POST_CALL_SUCCESS):
+            pristine = loads_exact(body)
+            assert self.data is not None
+            try:
+                view = await chain.post_call_success(self.data, self.user, view)
+            except HookFailed as failure:
+                return await self._fail(failure.cause, failure.hook.label)
+            final = unwrap(view)
+            if final != pristine:
+                try:
+                    new_body = dumps_exact(final)
+                except TypeError as exc:
+                    message = f"llm-extproc: the response changed by hooks cannot be encoded: {exc}"
+                    return await self._fail(ProxyException(message, 500))
+                metadata["verdict"] = "modified"
+                decision = Continue(
+                    set_headers=(("content-length", str(len(new_body))),), body=new_body, metadata=metadata
+                )
         self._log_success(view)
-        final = unwrap(view)
-        if final == pristine:
-            return Continue(metadata=metadata)
-        try:
-            new_body = dumps_exact(final)
-        except TypeError as exc:
-            return await self._fail(
-                ProxyException(f"llm-extproc: the response changed by hooks cannot be encoded: {exc}", 500)
-            )
-        metadata["verdict"] = "modified"
-        return Continue(
-            set_headers=(("content-length", str(len(new_body))),), body=new_body, metadata=metadata
-        )
+        return await self._add_headers(decision, view)
+
+    async def _add_headers(self, decision: AnyDecision, response: Any = None) -> AnyDecision:
+        """Merge what `async_post_call_response_headers_hook`s return into the client's response."""
+        chain = self.pipeline.chain
+        if not chain.has(HookKind.POST_CALL_RESPONSE_HEADERS) or self.data is None:
+            return decision
+        if isinstance(decision, Deferred):
+            return decision
+        extra = await chain.response_headers(self.data, self.user, response, public_headers(self.headers))
+        if not extra:
+            return decision
+        if isinstance(decision, Reply):
+            return replace(decision, headers=decision.headers + extra)
+        return replace(decision, set_headers=decision.set_headers + extra)
 
     # ---- endings ----
     def _log_success(self, response: Any) -> None:
@@ -385,7 +401,7 @@ class Session:
         # Failure hooks and the failure log are told; the refusal itself is the client's answer.
         await self._failure_hooks(RejectedRequestError(text, self.data))
         reply = refusal_reply(self.endpoint.call_type, self.data.get("stream") is True, text)
-        return Reply(
+        refusal = Reply(
             reply.status,
             reply.body,
             reply.headers,
@@ -393,6 +409,7 @@ class Session:
             reply.content_type,
             {"verdict": "refused", "refused_by": hook, "call_type": self.endpoint.call_type.value},
         )
+        return await self._add_headers(refusal)
 
     async def _failure_hooks(self, exc: BaseException) -> BaseException | None:
         """Tell the failure hooks and the failure log; the replacement error, if a hook gave one."""
@@ -429,7 +446,8 @@ class Session:
         metadata: dict[str, Any] = {"verdict": "error", "status": error.status}
         if hook:
             metadata["failed_in"] = hook
-        return Reply(error.status, error.body, error.headers, "llm-extproc_error", metadata=metadata)
+        reply = Reply(error.status, error.body, error.headers, "llm-extproc_error", metadata=metadata)
+        return await self._add_headers(reply)
 
     async def _upstream_failed(self, response: Any, body: bytes) -> Decision:
         """An upstream error passes as it came, unless a failure hook replaces it."""
@@ -437,10 +455,11 @@ class Session:
         replacement = await self._failure_hooks(UpstreamError(self.status, detail))
         metadata = {"verdict": "upstream_error", "upstream_status": self.status}
         if replacement is None:
-            return Continue(metadata=metadata)
+            return await self._add_headers(Continue(metadata=metadata))
         error = reply_for(replacement)
         log.info("request %s: upstream %d replaced by %d", self.request_id, self.status, error.status)
-        return Reply(error.status, error.body, error.headers, "llm-extproc_error", metadata=metadata)
+        reply = Reply(error.status, error.body, error.headers, "llm-extproc_error", metadata=metadata)
+        return await self._add_headers(reply)
 
     def _too_large(self) -> ProxyException:
         limit = self.pipeline.config.sidecar.max_request_bytes

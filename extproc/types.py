@@ -30,6 +30,7 @@ class HookKind(StrEnum):
     POST_CALL_FAILURE = "async_post_call_failure_hook"
     POST_CALL_STREAMING = "async_post_call_streaming_hook"
     POST_CALL_STREAMING_ITERATOR = "async_post_call_streaming_iterator_hook"
+    POST_CALL_RESPONSE_HEADERS = "async_post_call_response_headers_hook"
     LOG_PRE_API_CALL = "async_log_pre_api_call"
     LOG_SUCCESS = "async_log_success_event"
     LOG_FAILURE = "async_log_failure_event"

@@ -113,4 +113,4 @@ def test_failure_hook_traceback_argument_detection():
     chain = chain_of(WithTraceback(), WithoutTraceback())
     from extproc.types import HookKind
 
-    assert [h.takes_traceback for h in chain.hooks[HookKind.POST_CALL_FAILURE]] == [True, False]
+    assert [h.takes_extra for h in chain.hooks[HookKind.POST_CALL_FAILURE]] == [True, False]

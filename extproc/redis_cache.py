@@ -1,0 +1,212 @@
+"""A shared `CacheBackend` on Redis or Valkey, and a wrapper that survives the store going away.
+
+`RedisBackend` keeps values JSON-encoded (numbers as plain numerals, so counters are server-side
+INCRBYFLOAT targets) and changes counters atomically in one round trip. `ResilientBackend` puts it in
+front of the in-process cache: while the shared store is unreachable, calls are served from local
+counts (or refused with `CacheUnavailable`), and the shared store is tried again at most once per
+`retry_after_s` until it answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar, cast
+from urllib.parse import urlsplit
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from extproc.cache import CacheBackend, DualCache, InMemoryCache
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# KEYS[1] = counter, ARGV[1] = amount, ARGV[2] = ttl in ms (0: none). The expiry is set only when the
+# key has none (a new counter), so later increments never extend the window. The result is returned
+# as INCRBYFLOAT's string: a Lua number would be truncated to an integer on the way out.
+INCREMENT_LUA = """
+local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+local ttl_ms = tonumber(ARGV[2])
+if ttl_ms > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+end
+return value
+"""
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+    OSError,
+)
+
+
+def _ms(ttl: float | None) -> int:
+    return 0 if ttl is None else max(1, round(ttl * 1000))
+
+
+def _decode(raw: bytes | str | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+class RedisBackend:
+    """`CacheBackend` on `redis.asyncio`; every call is bounded by `timeout_s` and never retried here."""
+
+    def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = "llm-extproc:") -> None:
+        self.prefix = prefix
+        # Where the store is, for logs: the URL without credentials.
+        parts = urlsplit(url)
+        self.where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),  # fail fast: ResilientBackend decides what happens next
+        )
+        self._increment = self._client.register_script(INCREMENT_LUA)
+
+    async def get(self, key: str) -> Any:
+        return _decode(await self._client.get(self.prefix + key))
+
+    async def set(self, key: str, value: Any, ttl: float | None) -> None:
+        await self._client.set(self.prefix + key, orjson.dumps(value), px=_ms(ttl) or None)
+
+    async def increment(self, key: str, amount: float, ttl: float | None) -> float:
+        raw = await self._increment(keys=[self.prefix + key], args=[repr(amount), _ms(ttl)])
+        value = float(raw)
+        return int(value) if value.is_integer() else value
+
+    async def delete(self, key: str) -> None:
+        await self._client.delete(self.prefix + key)
+
+    async def batch_get(self, keys: list[str]) -> list[Any]:
+        if not keys:
+            return []
+        raws: list[bytes | str | None] = await self._client.mget([self.prefix + key for key in keys])
+        return [_decode(raw) for raw in raws]
+
+    async def ping(self) -> bool:
+        return bool(await self._client.ping())
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class CacheUnavailable(Exception):
+    """Raised by `ResilientBackend(on_unavailable="deny")` while the shared store is down.
+
+    HTTP-exception-shaped (`status_code`, `detail`), so a hook that lets it escape fails closed:
+    the sidecar answers with a 503 error envelope.
+    """
+
+    status_code = 503
+    detail = "rate-limit state is unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(self.detail)
+
+
+class ResilientBackend:
+    """Calls go to `shared`; while it is unreachable, to `local` ("local") or nowhere ("deny").
+
+    One warning is logged per outage and one line when it ends. While down, at most one call per
+    `retry_after_s` tries the shared store again; the first that succeeds switches back. Counts kept
+    locally during an outage are not merged into the shared store.
+    """
+
+    def __init__(
+        self,
+        shared: RedisBackend,
+        local: InMemoryCache,
+        *,
+        on_unavailable: Literal["local", "deny"] = "local",
+        retry_after_s: float = 1.0,
+    ) -> None:
+        if on_unavailable not in ("local", "deny"):
+            raise ValueError(f"on_unavailable must be 'local' or 'deny', not {on_unavailable!r}")
+        self.shared = shared
+        self.local = local
+        self.on_unavailable = on_unavailable
+        self.retry_after_s = retry_after_s
+        self.outages = 0  # outages seen since start
+        self.fallback_calls = 0  # calls answered without the shared store (served locally or denied)
+        self._down_since: float | None = None
+        self._next_try = 0.0
+
+    @property
+    def state(self) -> str:
+        return "up" if self._down_since is None else "down"
+
+    async def _call(self, op: Callable[[CacheBackend], Awaitable[T]]) -> T:
+        now = time.monotonic()
+        if self._down_since is None or now >= self._next_try:
+            if self._down_since is not None:
+                self._next_try = now + self.retry_after_s  # one probe per interval, however many calls
+            try:
+                result = await op(self.shared)
+            except UNAVAILABLE_ERRORS as exc:
+                self._mark_down(exc)
+            else:
+                if self._down_since is not None:
+                    self._mark_up()
+                return result
+        self.fallback_calls += 1
+        if self.on_unavailable == "deny":
+            raise CacheUnavailable()
+        return await op(self.local)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._down_since is not None:
+            return
+        now = time.monotonic()
+        self._down_since = now
+        self._next_try = now + self.retry_after_s
+        self.outages += 1
+        action = "serving in-process counts" if self.on_unavailable == "local" else "denying requests"
+        logger.warning(
+            "shared cache %s unavailable (outage %d: %s: %s); %s until it recovers",
+            self.shared.where,
+            self.outages,
+            type(exc).__name__,
+            exc,
+            action,
+        )
+
+    def _mark_up(self) -> None:
+        assert self._down_since is not None
+        down_for = time.monotonic() - self._down_since
+        self._down_since = None
+        logger.info(
+            "shared cache %s recovered after %.1f s (outage %d)", self.shared.where, down_for, self.outages
+        )
+
+    async def get(self, key: str) -> Any:
+        return await self._call(lambda store: store.get(key))
+
+    async def set(self, key: str, value: Any, ttl: float | None) -> None:
+        await self._call(lambda store: store.set(key, value, ttl))
+
+    async def increment(self, key: str, amount: float, ttl: float | None) -> float:
+        return await self._call(lambda store: store.increment(key, amount, ttl))
+
+    async def delete(self, key: str) -> None:
+        await self._call(lambda store: store.delete(key))
+
+    async def batch_get(self, keys: list[str]) -> list[Any]:
+        return await self._call(lambda store: store.batch_get(keys))
+
+    async def close(self) -> None:
+        await self.shared.close()
+
+
+def shared_dual_cache(url: str, *, on_unavailable: str = "local", timeout_s: float = 0.25) -> DualCache:
+    """A `DualCache` whose async calls share state through Redis/Valkey at `url`."""
+    local = InMemoryCache()
+    mode = cast(Literal["local", "deny"], on_unavailable)  # ResilientBackend checks the value
+    shared = ResilientBackend(RedisBackend(url, timeout_s=timeout_s), local, on_unavailable=mode)
+    return DualCache(in_memory_cache=local, shared_cache=shared)

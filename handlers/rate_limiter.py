@@ -1,0 +1,188 @@
+"""Rate limiter: max parallel requests, requests and tokens per minute, per key, user, team, team
+member, end user and key+model (LiteLLM's parallel request limiter, on `DualCache`).
+
+A request reserves at pre-call: a parallel slot, one request and an estimate of its tokens in the
+current window, for every scope that has a limit; if any is over, everything it took is given back
+and it gets a 429. Its ending (the success or failure event, which the sidecar guarantees exactly
+once, client disconnects included) releases the slot and settles the tokens with the real usage.
+What a request holds is recorded in `data["metadata"]["rate_limiter"]`, so nothing is released twice
+or released that was never taken.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from extproc import CustomLogger, DualCache, HTTPException, UserAPIKeyAuth, get_formatted_prompt
+
+SCOPES = ("api_key", "user", "team", "team_member", "end_user", "api_key_model")
+LIMITS = ("max_parallel_requests", "rpm", "tpm")
+HEADER_TYPE = {"max_parallel_requests": "max_parallel_requests", "rpm": "requests", "tpm": "tokens"}
+# UserAPIKeyAuth fields that set a scope's limits (they win over the config's tables).
+AUTH_LIMITS = {
+    "api_key": {"max_parallel_requests": "max_parallel_requests", "rpm": "rpm_limit", "tpm": "tpm_limit"},
+    "team": {
+        "max_parallel_requests": "team_max_parallel_requests",
+        "rpm": "team_rpm_limit",
+        "tpm": "team_tpm_limit",
+    },
+    "end_user": {"rpm": "end_user_rpm_limit", "tpm": "end_user_tpm_limit"},
+}
+
+
+def _limit_table(value: Any, where: str) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping of {', '.join(LIMITS)}")
+    for name, limit in value.items():
+        if name not in LIMITS:
+            raise ValueError(f"{where}.{name}: unknown limit (expected one of {', '.join(LIMITS)})")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"{where}.{name}: expected an integer >= 0, got {limit!r}")
+    return dict(value)
+
+
+class Handler(CustomLogger):
+    def __init__(
+        self,
+        limits: dict[str, Any] | None = None,
+        keys: dict[str, Any] | None = None,
+        teams: dict[str, Any] | None = None,
+        window_s: int = 60,
+        parallel_ttl_s: int = 600,
+    ) -> None:
+        super().__init__()
+        limits = limits or {}
+        unknown = set(limits) - set(SCOPES)
+        if unknown:
+            raise ValueError(
+                f"limits: unknown scope {sorted(unknown)[0]!r} (expected one of {', '.join(SCOPES)})"
+            )
+        self.defaults = {scope: _limit_table(table, f"limits.{scope}") for scope, table in limits.items()}
+        self.keys = {k: _limit_table(v, f"keys.{k}") for k, v in (keys or {}).items()}
+        self.teams = {k: _limit_table(v, f"teams.{k}") for k, v in (teams or {}).items()}
+        if window_s < 1 or parallel_ttl_s < 1:
+            raise ValueError("window_s and parallel_ttl_s must be >= 1")
+        self.window_s, self.parallel_ttl_s = window_s, parallel_ttl_s
+        self.cache: DualCache | None = None
+
+    def _scopes(self, user: UserAPIKeyAuth, model: Any) -> list[tuple[str, str, dict[str, int]]]:
+        ids = {
+            "api_key": user.api_key,
+            "user": user.user_id,
+            "team": user.team_id,
+            "team_member": f"{user.team_id}:{user.user_id}" if user.team_id and user.user_id else None,
+            "end_user": user.end_user_id,
+            "api_key_model": f"{user.api_key}:{model}" if user.api_key and isinstance(model, str) else None,
+        }
+        scopes = []
+        for scope, ident in ids.items():
+            if not ident:
+                continue
+            limits = dict(self.defaults.get(scope, {}))
+            if scope == "api_key":
+                limits.update(self.keys.get(ident, {}) or self.keys.get(user.key_alias or "", {}))
+            elif scope == "team":
+                limits.update(self.teams.get(ident, {}))
+            elif scope == "api_key_model":
+                for name, field in (("rpm", "rpm_limit_per_model"), ("tpm", "tpm_limit_per_model")):
+                    if isinstance(model, str) and model in getattr(user, field):
+                        limits[name] = int(getattr(user, field)[model])
+            for name, field in AUTH_LIMITS.get(scope, {}).items():
+                if getattr(user, field) is not None:
+                    limits[name] = int(getattr(user, field))
+            if limits:
+                scopes.append((scope, ident, limits))
+        return scopes
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: UserAPIKeyAuth, cache: DualCache, data: dict[str, Any], call_type: str
+    ) -> Any:
+        self.cache = cache
+        window = int(time.time() // self.window_s)
+        estimate = math.ceil(len(get_formatted_prompt(data, call_type)) / 4) + int(
+            data.get("max_tokens") or 0
+        )
+        held: list[tuple[str, float, int]] = []  # (key, amount, ttl): what this request took
+        headers: dict[str, str] = {}
+        for scope, ident, limits in self._scopes(user_api_key_dict, data.get("model")):
+            for name, limit in limits.items():
+                if name == "max_parallel_requests":
+                    key, amount, ttl = f"rl:{scope}:{ident}:parallel", 1, self.parallel_ttl_s
+                else:
+                    key, amount, ttl = (
+                        f"rl:{scope}:{ident}:{name}:{window}",
+                        1 if name == "rpm" else estimate,
+                        self.window_s * 2,
+                    )
+                count = await cache.async_increment_cache(key, amount, ttl=ttl)
+                held.append((key, amount, ttl))
+                kind = HEADER_TYPE[name]
+                if count > limit:
+                    for taken, taken_amount, taken_ttl in held:
+                        await cache.async_increment_cache(taken, -taken_amount, ttl=taken_ttl)
+                    raise self._exceeded(scope, ident, name, limit, window)
+                headers[f"x-ratelimit-{scope}-remaining-{kind}"] = str(max(0, limit - int(count)))
+                headers[f"x-ratelimit-{scope}-limit-{kind}"] = str(limit)
+        metadata = data.setdefault("metadata", {})
+        metadata["rate_limiter"] = {"held": held, "estimate": estimate, "headers": headers}
+        return None
+
+    def _exceeded(self, scope: str, ident: str, name: str, limit: int, window: int) -> HTTPException:
+        if name == "max_parallel_requests":
+            retry_after, resets = 1, time.time() + 1
+        else:
+            resets = (window + 1) * self.window_s
+            retry_after = max(1, math.ceil(resets - time.time()))
+        when = datetime.fromtimestamp(resets, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        kind = {"rpm": "requests", "tpm": "tokens"}.get(name, name)
+        message = (
+            f"Rate limit exceeded for {scope}: {ident}. Limit type: {kind}. Current limit: {limit}, "
+            f"Remaining: 0. Limit resets at: {when}"
+        )
+        headers = {
+            "retry-after": str(retry_after),
+            f"x-ratelimit-{scope}-remaining-{HEADER_TYPE[name]}": "0",
+            f"x-ratelimit-{scope}-limit-{HEADER_TYPE[name]}": str(limit),
+        }
+        return HTTPException(status_code=429, detail=message, headers=headers)
+
+    async def _release(self, kwargs: dict[str, Any], used_tokens: int | None) -> None:
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+        record = metadata.get("rate_limiter")
+        if not record or record.get("released") or self.cache is None:
+            return
+        record["released"] = True
+        for key, amount, ttl in record["held"]:
+            if key.endswith(":parallel"):
+                await self.cache.async_increment_cache(key, -1, ttl=ttl)
+            elif ":tpm:" in key:
+                settle = (used_tokens if used_tokens is not None else 0) - amount
+                if settle:
+                    await self.cache.async_increment_cache(key, settle, ttl=ttl)
+
+    async def async_log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        usage = getattr(response_obj, "usage", None) if response_obj is not None else None
+        total = getattr(usage, "total_tokens", None) if usage is not None else None
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+        record = metadata.get("rate_limiter") or {}
+        await self._release(kwargs, total if isinstance(total, int) else record.get("estimate"))
+
+    async def async_log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        await self._release(kwargs, None)
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: UserAPIKeyAuth,
+        response: Any,
+        request_headers: Any = None,
+    ) -> dict[str, str] | None:
+        record = (data.get("metadata") or {}).get("rate_limiter")
+        return dict(record["headers"]) if record else None
