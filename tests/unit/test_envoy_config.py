@@ -155,3 +155,17 @@ def test_upstream_url_is_checked(url):
 def test_upstream_authority_drops_default_ports():
     assert Upstream.parse("https://api.openai.com").authority == "api.openai.com"
     assert Upstream.parse("http://127.0.0.1:8000/").authority == "127.0.0.1:8000"
+
+
+def test_the_documented_rate_limit_filter_validates_after_ext_proc(tmp_path):
+    bootstrap = generate(build(tmp_path, "general_settings: {enforce_user_param: true}"))
+    hcm, _ = ext_proc(bootstrap)
+    ratelimit = yaml.safe_load((ROOT / "deploy/envoy/rate-limit-filter.yaml").read_text())
+    names = [f["name"] for f in hcm["http_filters"]]
+    hcm["http_filters"].insert(names.index(envoy_config.EXT_PROC_FILTER) + 1, ratelimit)
+    service = ratelimit["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    bootstrap["static_resources"]["clusters"].append(
+        envoy_config._cluster(service, {"socket_address": {"address": "127.0.0.1", "port_value": 8081}}, 65536, http2=True)
+    )
+    result = validate(tmp_path, bootstrap)
+    assert result.returncode == 0, result.stderr[-2000:]
