@@ -37,6 +37,15 @@ class HandlerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """`extproc.cache`: where `DualCache` shares state across replicas (none: in-process only)."""
+
+    redis_url: str | None = None
+    on_unavailable: str = "local"  # "local": keep counting in-process; "deny": fail hooks with a 503
+    timeout_ms: int = 250
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarSettings:
     """The `extproc:` section."""
 
@@ -50,6 +59,7 @@ class SidecarSettings:
     log_level: str = "info"
     auth: AuthSources = field(default_factory=AuthSources)
     handlers: dict[str, HandlerPolicy] = field(default_factory=dict)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,9 @@ _SIDECAR_KEYS = {
     "grace_seconds",
     "log_level",
     "auth",
+    "handlers",
+    "max_stream_hold_bytes",
+    "cache",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 ENV_PREFIX = "os.environ/"
@@ -179,6 +192,24 @@ def _handler_policies(raw: dict[str, Any]) -> dict[str, HandlerPolicy]:
     return policies
 
 
+def _cache(raw: dict[str, Any]) -> CacheSettings:
+    for key in raw.keys() - {"redis_url", "on_unavailable", "timeout_ms"}:
+        raise ConfigError(
+            f"extproc.cache.{key}: unknown key (expected redis_url, on_unavailable, timeout_ms)"
+        )
+    url = raw.get("redis_url")
+    if url is not None and (
+        not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise ConfigError(
+            f"extproc.cache.redis_url: expected redis://, rediss:// or unix:// URL, got {url!r}"
+        )
+    mode = raw.get("on_unavailable", "local")
+    if mode not in ("local", "deny"):
+        raise ConfigError(f"extproc.cache.on_unavailable: expected 'local' or 'deny', got {mode!r}")
+    return CacheSettings(url, mode, _int(raw.get("timeout_ms", 250), "extproc.cache.timeout_ms"))
+
+
 def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
     defaults = SidecarSettings()
     for key in raw.keys() - _SIDECAR_KEYS:
@@ -208,6 +239,7 @@ def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
         log_level=level,
         auth=_auth(_mapping(raw.get("auth"), "extproc.auth"), "extproc.auth"),
         handlers=_handler_policies(_mapping(raw.get("handlers"), "extproc.handlers")),
+        cache=_cache(_mapping(raw.get("cache"), "extproc.cache")),
     )
 
 

@@ -2,7 +2,9 @@
 
 Used by ``llm-extproc mock-upstream``, ``llm-extproc dev`` and the end-to-end tests.
 Every answer is derived from the request alone, so tests can assert on exact content:
-chat and text completions echo ``[mock:{model}] {last user text}``.
+chat and text completions echo ``[mock:{model}] {last user text}``, except that a chat model whose
+name contains "guard" answers like Llama Guard: ``unsafe\nS1`` when the conversation mentions the word
+"violence" (as ``/v1/moderations`` flags it), else ``safe``.
 
 Control headers (on any recorded path):
 
@@ -188,10 +190,18 @@ def _base(call: Call, id_prefix: str, obj: str) -> Json:
     return {"id": call.new_id(id_prefix), "object": obj, "created": int(time.time()), "model": call.model}
 
 
+def _guard_verdict(prompt: str) -> str:
+    """A Llama Guard-style answer: flags the word "violence" as S1, like ``/v1/moderations`` does."""
+    return "unsafe\nS1" if _VIOLENCE.search(prompt) else "safe"
+
+
 async def _chat(call: Call) -> web.StreamResponse:
     messages = _messages(call.payload)
-    content = f"[mock:{call.model}] {_last_user_text(messages)}"
     prompt = " ".join(_text_of(m.get("content")) for m in messages)
+    if isinstance(call.model, str) and "guard" in call.model.lower():
+        content = _guard_verdict(prompt)
+    else:
+        content = f"[mock:{call.model}] {_last_user_text(messages)}"
     usage = _usage(prompt, content)
     stream = call.payload.get("stream") is True
     base = _base(call, "chatcmpl", "chat.completion.chunk" if stream else "chat.completion")

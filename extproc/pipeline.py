@@ -63,6 +63,18 @@ def moderation_wait(chain: HookChain, ceiling_s: float) -> float:
     return min(slowest + failure + 1.0, ceiling_s)
 
 
+def make_cache(config: Config) -> DualCache:
+    """In-process, or shared through Redis/Valkey when `extproc.cache.redis_url` is set."""
+    settings = config.sidecar.cache
+    if settings.redis_url is None:
+        return DualCache()
+    from extproc.redis_cache import shared_dual_cache
+
+    return shared_dual_cache(
+        settings.redis_url, on_unavailable=settings.on_unavailable, timeout_s=settings.timeout_ms / 1000
+    )
+
+
 def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     """Load the handlers a config names and validate them; raises ConfigError or HandlerError."""
     settings = config.sidecar
@@ -73,7 +85,7 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
         config=config,
         chain=chain,
         routes=RouteTable(settings.max_json_depth),
-        cache=DualCache() if cache is None else cache,
+        cache=make_cache(config) if cache is None else cache,
         request_mode=needed_mode(config, chain),
         moderation_wait_s=moderation_wait(chain, MAX_MESSAGE_TIMEOUT_S),
     )

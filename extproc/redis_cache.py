@@ -38,12 +38,9 @@ end
 return value
 """
 
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    TimeoutError,
-    OSError,
-)
+# What makes the shared store "down" (OSError includes the builtin TimeoutError). Other errors, such as
+# a ResponseError for a key holding a non-number, are bugs to surface, not outages.
+UNAVAILABLE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 def _ms(ttl: float | None) -> int:
@@ -55,19 +52,28 @@ def _decode(raw: bytes | str | None) -> Any:
 
 
 class RedisBackend:
-    """`CacheBackend` on `redis.asyncio`; every call is bounded by `timeout_s` and never retried here."""
+    """`CacheBackend` on `redis.asyncio`; every call is bounded by `timeout_s` and never retried here.
 
-    def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = "llm-extproc:") -> None:
+    At most `max_connections` are open; a burst beyond that waits (up to `timeout_s`) for a free one
+    instead of failing with "too many connections".
+    """
+
+    def __init__(
+        self, url: str, *, timeout_s: float = 0.25, prefix: str = "llm-extproc:", max_connections: int = 32
+    ) -> None:
         self.prefix = prefix
         # Where the store is, for logs: the URL without credentials.
         parts = urlsplit(url)
         self.where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-        self._client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,  # waiting for a free connection
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),  # fail fast: ResilientBackend decides what happens next
         )
+        self._client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
         self._increment = self._client.register_script(INCREMENT_LUA)
 
     async def get(self, key: str) -> Any:
@@ -89,9 +95,6 @@ class RedisBackend:
             return []
         raws: list[bytes | str | None] = await self._client.mget([self.prefix + key for key in keys])
         return [_decode(raw) for raw in raws]
-
-    async def ping(self) -> bool:
-        return bool(await self._client.ping())
 
     async def close(self) -> None:
         await self._client.aclose()

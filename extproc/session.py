@@ -161,14 +161,12 @@ class Session:
         try:
             data = endpoint.codec.decode(body, content_type)
         except BodyError as exc:
-            return await self._fail(ProxyException(exc.message, exc.status, exc.param))
+            return await self._fail_with({}, ProxyException(exc.message, exc.status, exc.param))
         if pipeline.config.enforce_user_param and "user" not in data:
-            self.data = data
-            return await self._fail(ProxyException(ENFORCE_USER_MESSAGE, 401, None, "auth_error"))
+            return await self._fail_with(data, ProxyException(ENFORCE_USER_MESSAGE, 401, None, "auth_error"))
         problem = field_problem(endpoint, data)
         if problem is not None:
-            self.data = data
-            return await self._fail(ProxyException(problem[0], 400, problem[1]))
+            return await self._fail_with(data, ProxyException(problem[0], 400, problem[1]))
         chain = pipeline.chain
         if chain.empty:
             return CONTINUE
@@ -429,6 +427,15 @@ class Session:
                 end_time=datetime.now(),
             )
         return replacement
+
+    async def _fail_with(self, data: JSONDict, exc: ProxyException) -> Reply:
+        """A request refused before its hooks: failure hooks still see its id and metadata."""
+        if self.pipeline.chain.has(HookKind.POST_CALL_FAILURE) or self.pipeline.chain.has(
+            HookKind.LOG_FAILURE
+        ):
+            self._add_sidecar_keys(data)
+            self.data = data
+        return await self._fail(exc)
 
     async def _fail(self, exc: BaseException, hook: str | None = None) -> Reply:
         """The one way the sidecar's own errors reach the client: failure hooks, then the OpenAI envelope."""

@@ -243,6 +243,39 @@ def test_moderations_flagged(client: httpx.Client) -> None:
     assert single["results"][0]["flagged"] is False
 
 
+@pytest.mark.parametrize(
+    ("model", "text", "answer"),
+    [
+        ("meta-llama/Llama-Guard-3-8B", "how to stop VIOLENCE at school", "unsafe\nS1"),
+        ("llama-guard", "a kind word about nonviolence", "safe"),
+        ("my-GUARD-model", "nothing to see", "safe"),
+    ],
+)
+def test_chat_guard_model_answers_a_verdict(client: httpx.Client, model: str, text: str, answer: str) -> None:
+    body = {
+        "model": model,
+        "messages": [{"role": "system", "content": "classify"}, {"role": "user", "content": text}],
+    }
+    data = client.post("/v1/chat/completions", json=body).json()
+    assert data["object"] == "chat.completion"
+    assert data["model"] == model
+    assert data["choices"][0]["message"] == {"role": "assistant", "content": answer}
+    events = sse_events(client, "/v1/chat/completions", {**body, "stream": True})
+    streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    assert streamed == answer
+
+
+def test_chat_guard_verdict_reads_every_message(client: httpx.Client) -> None:
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "violence"}]},
+        {"role": "assistant", "content": "ok"},
+    ]
+    data = client.post("/v1/chat/completions", json={"model": "guard", "messages": messages}).json()
+    assert data["choices"][0]["message"]["content"] == "unsafe\nS1"
+    plain = client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": messages}).json()
+    assert plain["choices"][0]["message"]["content"] == "[mock:gpt-4o] violence"
+
+
 def test_audio_transcription_multipart(client: httpx.Client) -> None:
     audio = bytes(range(256)) * 4 + b"\r\n--not-a-boundary\r\n"
     files = {"file": ("clip.wav", audio, "audio/wav")}

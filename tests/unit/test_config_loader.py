@@ -292,3 +292,44 @@ def test_options_for_an_instance_are_refused(tmp_path):
     )
     with pytest.raises(HandlerError, match="it is an instance, not a class"):
         pipeline.load(path)
+
+
+def test_every_documented_extproc_key_is_known(tmp_path):
+    path = write(
+        tmp_path,
+        "c.yaml",
+        """
+        extproc:
+          listen: ["127.0.0.1:0"]
+          max_request_bytes: 4096
+          max_json_depth: 16
+          max_stream_hold_bytes: 4096
+          hook_timeout_ms: 100
+          failure_mode_allow: false
+          grace_seconds: 1
+          log_level: debug
+          auth: {headers: {user_id: x-user}}
+          handlers: {}
+          cache: {redis_url: "redis://127.0.0.1:6379/0", on_unavailable: deny, timeout_ms: 100}
+    """,
+    )
+    loaded = config.load(path)
+    assert loaded.warnings == ()
+    assert (loaded.sidecar.cache.redis_url, loaded.sidecar.cache.on_unavailable) == (
+        "redis://127.0.0.1:6379/0",
+        "deny",
+    )
+    assert loaded.sidecar.max_stream_hold_bytes == 4096
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("extproc: {cache: {redis_url: 'http://x'}}", "extproc.cache.redis_url: expected redis://"),
+        ("extproc: {cache: {on_unavailable: maybe}}", "extproc.cache.on_unavailable"),
+        ("extproc: {cache: {url: x}}", "extproc.cache.url: unknown key"),
+    ],
+)
+def test_cache_settings_errors(tmp_path, text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        config.load(write(tmp_path, "c.yaml", text))

@@ -165,7 +165,9 @@ def test_the_documented_rate_limit_filter_validates_after_ext_proc(tmp_path):
     hcm["http_filters"].insert(names.index(envoy_config.EXT_PROC_FILTER) + 1, ratelimit)
     service = ratelimit["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     bootstrap["static_resources"]["clusters"].append(
-        envoy_config._cluster(service, {"socket_address": {"address": "127.0.0.1", "port_value": 8081}}, 65536, http2=True)
+        envoy_config._cluster(
+            service, {"socket_address": {"address": "127.0.0.1", "port_value": 8081}}, 65536, http2=True
+        )
     )
     result = validate(tmp_path, bootstrap)
     assert result.returncode == 0, result.stderr[-2000:]

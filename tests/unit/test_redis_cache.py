@@ -1,0 +1,249 @@
+"""`RedisBackend` and `ResilientBackend` against a real valkey-server (never a mock)."""
+
+import asyncio
+import logging
+import socket
+import time
+
+import pytest
+import redis.exceptions
+from redis_server import ValkeyServer, valkey_server_fixture  # noqa: F401  (the `valkey_server` fixture)
+
+from extproc.cache import DualCache, InMemoryCache
+from extproc.errors import from_exception
+from extproc.redis_cache import (
+    CacheUnavailable,
+    RedisBackend,
+    ResilientBackend,
+    shared_dual_cache,
+)
+
+PREFIX = "llm-extproc:"
+LOGGER = "extproc.redis_cache"
+RETRY_S = 0.2
+
+
+@pytest.fixture()
+async def backend(valkey_server: ValkeyServer):
+    store = RedisBackend(valkey_server.url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture()
+def plain(valkey_server: ValkeyServer):
+    """A plain client to look at what is really on the server."""
+    with valkey_server.client() as client:
+        yield client
+
+
+# ---- RedisBackend ----
+async def test_set_get_delete_round_trip(backend: RedisBackend, plain) -> None:
+    values = {"s": "hello", "d": {"a": 1, "b": [1, 2.5, None], "c": "x"}, "i": 42, "f": 1.5, "l": [1, "two"]}
+    for key, value in values.items():
+        await backend.set(key, value, None)
+    for key, value in values.items():
+        assert await backend.get(key) == value
+    assert plain.get(PREFIX + "i") == b"42"  # JSON numerals, so INCRBYFLOAT works on them
+    assert plain.get(PREFIX + "s") == b'"hello"'
+    assert plain.pttl(PREFIX + "d") == -1
+    assert await backend.get("missing") is None
+    await backend.delete("s")
+    assert await backend.get("s") is None
+    assert plain.exists(PREFIX + "s") == 0
+
+
+async def test_batch_get(backend: RedisBackend) -> None:
+    await backend.set("a", {"x": 1}, None)
+    await backend.set("c", 3, None)
+    assert await backend.batch_get(["a", "b", "c"]) == [{"x": 1}, None, 3]
+    assert await backend.batch_get([]) == []
+
+
+async def test_set_with_ttl_uses_px(backend: RedisBackend, plain) -> None:
+    await backend.set("t", "v", 10)
+    assert 9_000 < plain.pttl(PREFIX + "t") <= 10_000
+    await backend.set("short", "v", 0.05)
+    assert 0 < plain.pttl(PREFIX + "short") <= 50
+
+
+async def test_increment_creates_with_ttl_and_keeps_the_window(backend: RedisBackend, plain) -> None:
+    key = PREFIX + "c"
+    assert await backend.increment("c", 1, 10) == 1
+    assert 9_000 < plain.pttl(key) <= 10_000
+    plain.pexpire(key, 5_000)  # pretend most of the window has passed
+    result = await backend.increment("c", 2, 10)
+    assert result == 3 and isinstance(result, int)
+    assert 0 < plain.pttl(key) <= 5_000  # later increments do not extend the window
+    half = await backend.increment("c", 0.5, 10)
+    assert half == 3.5 and isinstance(half, float)
+    assert await backend.get("c") == 3.5
+
+
+async def test_increment_without_ttl_and_on_a_set_number(backend: RedisBackend, plain) -> None:
+    assert await backend.increment("n", 2, None) == 2
+    assert plain.pttl(PREFIX + "n") == -1
+    await backend.set("m", 5, None)
+    assert await backend.increment("m", -2, None) == 3
+    assert await backend.get("m") == 3
+
+
+async def test_prefix_separates_stores(valkey_server: ValkeyServer, plain) -> None:
+    a, b = RedisBackend(valkey_server.url, prefix="a:"), RedisBackend(valkey_server.url, prefix="b:")
+    try:
+        await a.set("k", 1, None)
+        assert await b.get("k") is None
+        assert plain.get("a:k") == b"1"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_increments_from_two_replicas_are_exact(valkey_server: ValkeyServer) -> None:
+    one, two = RedisBackend(valkey_server.url), RedisBackend(valkey_server.url)
+    try:
+        calls = [(one if i % 2 else two).increment("rpm", 1, 60) for i in range(200)]
+        results = await asyncio.gather(*calls)
+        assert sorted(results) == list(range(1, 201))  # every increment saw a distinct count
+        assert await one.get("rpm") == 200
+    finally:
+        await one.close()
+        await two.close()
+
+
+# ---- a store that is not there ----
+async def test_dead_server_fails_fast(valkey_server: ValkeyServer) -> None:
+    store = RedisBackend(valkey_server.url)
+    valkey_server.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await store.increment("k", 1, 10)
+        assert time.monotonic() - started < 2
+    finally:
+        await store.close()
+
+
+async def test_silent_server_is_bounded_by_the_timeout() -> None:
+    """A peer that accepts connections but never answers: the socket timeout ends the call."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+        store = RedisBackend(url, timeout_s=0.25)
+        resilient = ResilientBackend(RedisBackend(url, timeout_s=0.25), InMemoryCache())
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await store.get("k")
+            assert time.monotonic() - started < 2
+            started = time.monotonic()
+            assert await resilient.increment("k", 1, 10) == 1  # served locally
+            assert time.monotonic() - started < 2
+            assert resilient.state == "down"
+        finally:
+            await store.close()
+            await resilient.close()
+
+
+# ---- ResilientBackend ----
+def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER and r.levelno == level]
+
+
+async def test_outage_falls_back_to_local_and_recovers(
+    valkey_server: ValkeyServer, plain, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    store = ResilientBackend(RedisBackend(valkey_server.url), InMemoryCache(), retry_after_s=RETRY_S)
+    try:
+        assert await store.increment("k", 5, 60) == 5
+        assert plain.get(PREFIX + "k") == b"5"
+        assert store.state == "up"
+
+        valkey_server.stop()
+        results = await asyncio.gather(*(store.increment("k", 1, 60) for _ in range(20)))
+        assert sorted(results) == list(range(1, 21))  # in-process counts from here on
+        await store.set("s", "local", None)
+        assert await store.get("s") == "local"
+        assert await store.batch_get(["k", "s"]) == [20, "local"]
+        assert store.state == "down"
+        assert store.outages == 1
+        assert store.fallback_calls == 23
+        warnings = _records(caplog, logging.WARNING)
+        assert len(warnings) == 1, warnings  # one line per outage, not per request
+        assert "unavailable" in warnings[0].getMessage() and valkey_server.url in warnings[0].getMessage()
+
+        valkey_server.start()  # empty again, same port
+        assert await store.get("k") == 20  # not retried before retry_after_s: still local
+        assert store.state == "down"
+        await asyncio.sleep(RETRY_S)
+        assert await store.increment("k", 1, 60) == 1  # this call reached the restarted server
+        assert store.state == "up"
+        assert plain.get(PREFIX + "k") == b"1"
+        assert 0 < plain.pttl(PREFIX + "k") <= 60_000
+        await store.set("after", {"ok": True}, None)
+        assert plain.get(PREFIX + "after") == b'{"ok":true}'
+        assert store.outages == 1 and store.fallback_calls == 24
+        assert len(_records(caplog, logging.WARNING)) == 1
+        recovered = _records(caplog, logging.INFO)
+        assert len(recovered) == 1 and "recovered" in recovered[0].getMessage()
+
+        valkey_server.stop()  # a second outage is counted and logged once more
+        assert await store.get("after") is None
+        assert store.outages == 2 and len(_records(caplog, logging.WARNING)) == 2
+    finally:
+        await store.close()
+
+
+async def test_deny_mode_refuses_while_down_and_recovers(
+    valkey_server: ValkeyServer, plain, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ResilientBackend(
+        RedisBackend(valkey_server.url), InMemoryCache(), on_unavailable="deny", retry_after_s=RETRY_S
+    )
+    try:
+        assert await store.increment("k", 1, 60) == 1
+        valkey_server.stop()
+        for _ in range(3):
+            with pytest.raises(CacheUnavailable) as raised:
+                await store.increment("k", 1, 60)
+        assert raised.value.status_code == 503
+        assert raised.value.detail == "rate-limit state is unavailable"
+        reply = from_exception(raised.value)  # what the sidecar answers with
+        assert reply.status == 503
+        assert store.state == "down" and store.outages == 1 and store.fallback_calls == 3
+        assert len(_records(caplog, logging.WARNING)) == 1
+
+        valkey_server.start()
+        await asyncio.sleep(RETRY_S)
+        assert await store.increment("k", 1, 60) == 1
+        assert store.state == "up"
+        assert plain.get(PREFIX + "k") == b"1"
+    finally:
+        await store.close()
+
+
+async def test_resilient_backend_rejects_an_unknown_mode(valkey_server: ValkeyServer) -> None:
+    shared = RedisBackend(valkey_server.url)
+    try:
+        with pytest.raises(ValueError, match="on_unavailable"):
+            ResilientBackend(shared, InMemoryCache(), on_unavailable="maybe")  # type: ignore[arg-type]
+    finally:
+        await shared.close()
+
+
+async def test_shared_dual_cache(valkey_server: ValkeyServer, plain) -> None:
+    cache = shared_dual_cache(valkey_server.url)
+    assert isinstance(cache, DualCache)
+    shared = cache.shared_cache
+    assert isinstance(shared, ResilientBackend) and shared.local is cache.in_memory_cache
+    try:
+        assert await cache.async_increment_cache("user:1", 2, ttl=60) == 2
+        assert plain.get(PREFIX + "user:1") == b"2"
+        await cache.async_set_cache("cfg", {"limit": 10}, ttl=30)
+        assert await cache.async_get_cache("cfg") == {"limit": 10}
+        assert await cache.async_batch_get_cache(["cfg", "user:1"]) == [{"limit": 10}, 2]
+        assert cache.get_cache("cfg") is None  # the sync forms stay in-process
+    finally:
+        await shared.close()
