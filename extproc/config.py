@@ -25,6 +25,7 @@ class Deployment:
 
     model_name: str
     litellm_params: dict[str, Any]
+    model_info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class SidecarSettings:
     auth: AuthSources = field(default_factory=AuthSources)
     handlers: dict[str, HandlerPolicy] = field(default_factory=dict)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    routing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ _SIDECAR_KEYS = {
     "handlers",
     "max_stream_hold_bytes",
     "cache",
+    "routing",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 ENV_PREFIX = "os.environ/"
@@ -240,6 +243,7 @@ def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
         auth=_auth(_mapping(raw.get("auth"), "extproc.auth"), "extproc.auth"),
         handlers=_handler_policies(_mapping(raw.get("handlers"), "extproc.handlers")),
         cache=_cache(_mapping(raw.get("cache"), "extproc.cache")),
+        routing=_bool(raw.get("routing", False), "extproc.routing"),
     )
 
 
@@ -265,7 +269,7 @@ def _model_list(value: Any) -> tuple[Deployment, ...]:
         params = _mapping(entry.get("litellm_params"), f"{where}.litellm_params")
         if not isinstance(params.get("model"), str):
             raise ConfigError(f"{where}.litellm_params.model: expected a string")
-        deployments.append(Deployment(name, params))
+        deployments.append(Deployment(name, params, _mapping(entry.get("model_info"), f"{where}.model_info")))
     return tuple(deployments)
 
 

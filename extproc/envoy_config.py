@@ -17,6 +17,7 @@ import yaml
 from extproc.decisions import BodyMode
 from extproc.endpoints import ENDPOINT_REGEX
 from extproc.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
+from extproc.routing import DEPLOYMENT_HEADER, Target
 
 METADATA_NAMESPACE = "llm_extproc"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
@@ -121,13 +122,42 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
     }
     if not pipeline.needs_sidecar:
         llm_route["typed_per_filter_config"] = _disabled()
+    deployment_routes = [
+        {
+            "name": f"deployment_{target.id}",
+            "match": {
+                "safe_regex": {"regex": ENDPOINT_REGEX},
+                "headers": [{"name": DEPLOYMENT_HEADER, "string_match": {"exact": target.id}}],
+            },
+            "route": {
+                "cluster": cluster,
+                "timeout": "0s",
+                "host_rewrite_literal": Upstream.parse(base).authority,
+            },
+        }
+        for target, cluster, base in deployment_clusters(pipeline)
+    ]
     other = {
         "name": "pass_through",
         "match": {"prefix": "/"},
         "route": action,
         "typed_per_filter_config": _disabled(),
     }
-    return {"name": "llm", "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": [llm_route, other]}]}
+    routes = [*deployment_routes, llm_route, other]
+    return {"name": "llm", "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}]}
+
+
+def deployment_clusters(pipeline: Pipeline) -> list[tuple[Target, str, str]]:
+    """(deployment, its cluster, its api_base) for every routed deployment with its own `api_base`."""
+    if pipeline.router is None:
+        return []
+    names: dict[str, str] = {}
+    out = []
+    for target in pipeline.router.targets:
+        if target.api_base:
+            cluster = names.setdefault(target.api_base, f"deployment_{len(names)}")
+            out.append((target, cluster, target.api_base))
+    return out
 
 
 def local_replies(pipeline: Pipeline) -> dict[str, Any]:
@@ -235,6 +265,17 @@ def _cluster(name: str, address: dict[str, Any], buffer_limit: int, http2: bool)
     return cluster
 
 
+def _upstream_cluster(name: str, upstream: Upstream, buffer_limit: int) -> dict[str, Any]:
+    address = {"socket_address": {"address": upstream.host, "port_value": upstream.port}}
+    cluster = _cluster(name, address, buffer_limit, http2=False)
+    if upstream.scheme == "https":
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": TLS_TYPE, "sni": upstream.host},
+        }
+    return cluster
+
+
 def bootstrap(
     pipeline: Pipeline,
     *,
@@ -262,17 +303,15 @@ def bootstrap(
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }
-    upstream_cluster = _cluster(
-        UPSTREAM_CLUSTER,
-        {"socket_address": {"address": target.host, "port_value": target.port}},
-        limit,
-        http2=False,
-    )
-    if target.scheme == "https":
-        upstream_cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {"@type": TLS_TYPE, "sni": target.host},
-        }
+    clusters = [
+        _cluster(SIDECAR_CLUSTER, _address(sidecar), limit + _GRPC_SLACK, http2=True),
+        _upstream_cluster(UPSTREAM_CLUSTER, target, limit),
+    ]
+    seen = set()
+    for _, cluster, base in deployment_clusters(pipeline):
+        if cluster not in seen:
+            seen.add(cluster)
+            clusters.append(_upstream_cluster(cluster, Upstream.parse(base), limit))
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -290,10 +329,7 @@ def bootstrap(
                     ],
                 }
             ],
-            "clusters": [
-                _cluster(SIDECAR_CLUSTER, _address(sidecar), limit + _GRPC_SLACK, http2=True),
-                upstream_cluster,
-            ],
+            "clusters": clusters,
         },
     }
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from extproc import config as config_module
 from extproc.cache import DualCache
 from extproc.chain import HookChain
-from extproc.config import Config
+from extproc.config import Config, ConfigError
 from extproc.decisions import BodyMode, Mode
 from extproc.endpoints import RouteTable
 from extproc.loader import load_handlers
+from extproc.routing import Router
 from extproc.types import HookKind
 
 # The longest Envoy may be asked to wait for one answer (`max_message_timeout` in the generated config).
@@ -39,6 +40,7 @@ class Pipeline:
     cache: DualCache
     request_mode: Mode
     moderation_wait_s: float
+    router: Router | None = None
 
     @property
     def needs_sidecar(self) -> bool:
@@ -46,12 +48,13 @@ class Pipeline:
         return self.request_mode.request_body is not BodyMode.NONE or self.request_mode.response_headers
 
 
-def needed_mode(config: Config, chain: HookChain) -> Mode:
-    """The phases the configured hooks use, and no others."""
-    wants_body = config.enforce_user_param or not chain.empty
+def needed_mode(config: Config, chain: HookChain, router: Router | None = None) -> Mode:
+    """The phases the configured hooks (and routing) use, and no others."""
+    wants_body = config.enforce_user_param or not chain.empty or router is not None
+    renames = router is not None and router.renames
     return Mode(
         request_body=BodyMode.BUFFERED if wants_body else BodyMode.NONE,
-        response_headers=any(chain.has(kind) for kind in RESPONSE_SIDE_KINDS),
+        response_headers=renames or any(chain.has(kind) for kind in RESPONSE_SIDE_KINDS),
         response_body=BodyMode.NONE,
     )
 
@@ -81,13 +84,17 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     options = {ref: policy.options for ref, policy in settings.handlers.items() if policy.options}
     handlers = load_handlers(config.callbacks, config.folder, options)
     chain = HookChain(handlers, settings.hook_timeout_ms / 1000, settings.handlers)
+    router = Router(config.model_list) if settings.routing else None
+    if router is not None and not router.targets:
+        raise ConfigError(f"{config.path}: extproc.routing: true needs a model_list")
     return Pipeline(
         config=config,
         chain=chain,
         routes=RouteTable(settings.max_json_depth),
         cache=make_cache(config) if cache is None else cache,
-        request_mode=needed_mode(config, chain),
+        request_mode=needed_mode(config, chain, router),
         moderation_wait_s=moderation_wait(chain, MAX_MESSAGE_TIMEOUT_S),
+        router=router,
     )
 
 

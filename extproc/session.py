@@ -35,6 +35,7 @@ from extproc.moderation import ModerationGate
 from extproc.multipart import MultipartError
 from extproc.pipeline import Pipeline
 from extproc.refusals import refusal_reply
+from extproc.routing import DEPLOYMENT_HEADER, allowed
 from extproc.sse import SSEError
 from extproc.streaming import StreamPump, StreamRewriter, StreamState, error_event
 from extproc.types import Headers, HookKind, JSONDict
@@ -55,12 +56,10 @@ def public_headers(headers: Headers) -> Headers:
     return {k: v for k, v in headers.items() if k[0] != ":" and k not in SECRET_HEADERS}
 
 
-def upstream_data(data: JSONDict, pristine: JSONDict) -> JSONDict:
+def upstream_data(data: JSONDict, client_values: JSONDict) -> JSONDict:
     """`data` as the upstream must see it: the sidecar's additions gone, the client's own values back."""
     upstream = {k: v for k, v in data.items() if k not in SIDECAR_KEYS}
-    for key in SIDECAR_KEYS:
-        if key in pristine:
-            upstream[key] = pristine[key]
+    upstream.update(client_values)
     return upstream
 
 
@@ -78,6 +77,7 @@ class Session:
         "outbox",
         "passthrough",
         "pipeline",
+        "public_model",
         "request_id",
         "start_time",
         "started",
@@ -98,6 +98,7 @@ class Session:
         self.start_time = datetime.now()
         self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
         self.status = 0
+        self.public_model: str | None = None  # the client's model name when routing renamed it upstream
         self.ended = False  # exactly one ending (success or failure) per request that reached the hooks
         self.moderation: ModerationGate | None = None
         self.stream: StreamRewriter | StreamPump | None = None
@@ -167,13 +168,21 @@ class Session:
         problem = field_problem(endpoint, data)
         if problem is not None:
             return await self._fail_with(data, ProxyException(problem[0], 400, problem[1]))
-        chain = pipeline.chain
-        if chain.empty:
+        chain, router = pipeline.chain, pipeline.router
+        if chain.empty and router is None:
             return CONTINUE
         end_user = data.get("user")
         self.user.end_user_id = end_user if isinstance(end_user, str) else None
         requested_model = data.get("model")
-        pristine = endpoint.codec.decode(body, content_type) if chain.pre_call_hooks else data
+        if not allowed(requested_model, self.user.models):
+            message = (
+                f"key not allowed to access model. This key can only access models={self.user.models}. "
+                f"Tried to access {requested_model}"
+            )
+            return await self._fail_with(data, ProxyException(message, 403, "model"))
+        # What the client itself sent under the keys the sidecar uses, and a pristine copy to compare with.
+        client_values = {key: data[key] for key in SIDECAR_KEYS if key in data}
+        pristine = endpoint.codec.decode(body, content_type) if chain.pre_call_hooks else None
         self._add_sidecar_keys(data)
         self.data = data
         call_type = endpoint.call_type.value
@@ -185,6 +194,19 @@ class Session:
             data = self.data = result.data
             if result.refusal is not None:
                 return await self._refuse(result.refusal, result.refused_by or "")
+        route: tuple[tuple[str, str], ...] = ()
+        if router is not None:
+            target = router.pick(data.get("model"))
+            if target is None:
+                message = (
+                    f"{endpoint.path}: Invalid model name passed in model={data.get('model')}. "
+                    "Call `/v1/models` to view available models for your key."
+                )
+                return await self._fail(ProxyException(message, 400, "model"))
+            if target.upstream_model != target.model_name:
+                self.public_model = target.model_name
+            data["model"] = target.upstream_model
+            route = ((DEPLOYMENT_HEADER, target.id),)
         metadata = self._request_metadata(requested_model, data)
         if chain.has(HookKind.LOG_PRE_API_CALL):
             chain.log_event(
@@ -196,11 +218,10 @@ class Session:
         if chain.has(HookKind.MODERATION):
             moderation = chain.moderation(data, self.user, call_type)
             self.moderation = ModerationGate(moderation, self._fail, self.outbox, pipeline.moderation_wait_s)
-        if data is pristine:
-            return Continue(metadata=metadata)
-        upstream = upstream_data(data, pristine)
-        if upstream == pristine:
-            return Continue(metadata=metadata)
+        upstream = upstream_data(data, client_values)
+        unchanged = upstream == pristine if pristine is not None else upstream.get("model") == requested_model
+        if unchanged:
+            return Continue(set_headers=route, clear_route_cache=bool(route), metadata=metadata)
         try:
             new_body = endpoint.codec.encode(upstream, content_type)
         except (TypeError, MultipartError) as exc:
@@ -208,9 +229,8 @@ class Session:
             message = f"llm-extproc: the request changed by hooks cannot be encoded: {exc}"
             return await self._fail(ProxyException(message, 500))
         metadata["verdict"] = "modified"
-        return Continue(
-            set_headers=(("content-length", str(len(new_body))),), body=new_body, metadata=metadata
-        )
+        headers = (("content-length", str(len(new_body))), *route)
+        return Continue(set_headers=headers, body=new_body, clear_route_cache=bool(route), metadata=metadata)
 
     def _add_sidecar_keys(self, data: JSONDict) -> None:
         client_metadata = data.get("metadata")
@@ -256,7 +276,11 @@ class Session:
         elif headers.get("content-type", "").startswith("text/event-stream"):
             return await self._add_headers(self._start_stream())
         else:
-            wants_body = chain.has(HookKind.POST_CALL_SUCCESS) or chain.has(HookKind.LOG_SUCCESS)
+            wants_body = (
+                chain.has(HookKind.POST_CALL_SUCCESS)
+                or chain.has(HookKind.LOG_SUCCESS)
+                or bool(self.public_model)
+            )
         if not wants_body:
             self.ended = True  # nothing reads this answer: it is on its way
             return await self._add_headers(CONTINUE)
@@ -270,14 +294,14 @@ class Session:
         per_chunk = chain.has(HookKind.POST_CALL_STREAMING)
         if chain.has(HookKind.POST_CALL_STREAMING_ITERATOR):
             assert self.data is not None
-            state = StreamState(chain, self.user)
+            state = StreamState(chain, self.user, self.public_model)
             self.stream = StreamPump(
                 state, self.data, self.outbox, settings.max_stream_hold_bytes, self._stream_done
             )
             mode = BodyMode.FULL_DUPLEX_STREAMED
-        elif per_chunk or chain.has(HookKind.LOG_SUCCESS):
+        elif per_chunk or chain.has(HookKind.LOG_SUCCESS) or self.public_model:
             self.stream = StreamRewriter(
-                StreamState(chain, self.user), settings.max_stream_hold_bytes, per_chunk
+                StreamState(chain, self.user, self.public_model), settings.max_stream_hold_bytes, per_chunk
             )
             mode = BodyMode.STREAMED
         else:
@@ -338,28 +362,30 @@ class Session:
         if not isinstance(response, dict):
             self._log_success(None)
             return await self._add_headers(CONTINUE)
-        view = wrap(response)
         metadata: dict[str, Any] = {"upstream_status": self.status, **usage_of(response)}
-        decision = Continue(metadata=metadata)
-        chain = self.pipeline.chain
-        if chain.has(HookKind.POST_CALL_SUCCESS):
-            pristine = loads_exact(body)
+        pristine = loads_exact(body) if self.pipeline.chain.has(HookKind.POST_CALL_SUCCESS) else None
+        renamed = self.public_model is not None and response.get("model") != self.public_model
+        if renamed:
+            response["model"] = self.public_model  # the client sees the name it asked for
+        view = wrap(response)
+        if pristine is not None:
             assert self.data is not None
             try:
-                view = await chain.post_call_success(self.data, self.user, view)
+                view = await self.pipeline.chain.post_call_success(self.data, self.user, view)
             except HookFailed as failure:
                 return await self._fail(failure.cause, failure.hook.label)
-            final = unwrap(view)
-            if final != pristine:
-                try:
-                    new_body = dumps_exact(final)
-                except TypeError as exc:
-                    message = f"llm-extproc: the response changed by hooks cannot be encoded: {exc}"
-                    return await self._fail(ProxyException(message, 500))
-                metadata["verdict"] = "modified"
-                decision = Continue(
-                    set_headers=(("content-length", str(len(new_body))),), body=new_body, metadata=metadata
-                )
+        final = unwrap(view)
+        decision = Continue(metadata=metadata)
+        if (pristine is not None and final != pristine) or (pristine is None and renamed):
+            try:
+                new_body = dumps_exact(final)
+            except TypeError as exc:
+                message = f"llm-extproc: the response changed by hooks cannot be encoded: {exc}"
+                return await self._fail(ProxyException(message, 500))
+            metadata["verdict"] = "modified"
+            decision = Continue(
+                set_headers=(("content-length", str(len(new_body))),), body=new_body, metadata=metadata
+            )
         self._log_success(view)
         return await self._add_headers(decision, view)
 

@@ -65,16 +65,18 @@ def _error_of(exc: BaseException) -> Any:
 class StreamState:
     """What a stream's hooks share: the accumulated text, the usage seen, the chunk hooks' caller."""
 
-    __slots__ = ("chain", "model", "text", "usage", "user")
+    __slots__ = ("chain", "model", "rename", "text", "usage", "user")
 
-    def __init__(self, chain: HookChain, user: Any) -> None:
+    def __init__(self, chain: HookChain, user: Any, rename: str | None = None) -> None:
         self.chain = chain
         self.user = user
+        self.rename = rename  # the public model name chunks must show (routing renamed it upstream)
         self.text = ""
         self.usage: dict[str, int] = {}
         self.model: Any = None
 
-    def observe(self, chunk: JSONDict) -> None:
+    def observe(self, chunk: JSONDict) -> bool:
+        """Take in a chunk's text, usage and model; True when it had to be renamed."""
         text = chunk_text(chunk)
         if text:
             self.text += text
@@ -83,6 +85,10 @@ class StreamState:
             self.usage = usage
         if self.model is None:
             self.model = chunk.get("model")
+        if self.rename is not None and chunk.get("model") not in (None, self.rename):
+            chunk["model"] = self.rename
+            return True
+        return False
 
     async def per_chunk(self, chunk: JSONDict) -> bool:
         """Run the per-chunk hooks on a chunk (already observed); True when they changed it."""
@@ -140,8 +146,8 @@ class StreamRewriter:
             if chunk is None:
                 parts.append(event.raw)
                 continue
-            self.state.observe(chunk)
-            if self.rewrite and await self.state.per_chunk(chunk):
+            renamed = self.state.observe(chunk)
+            if (self.rewrite and await self.state.per_chunk(chunk)) or renamed:
                 parts.append(encode_json(chunk))
             else:
                 parts.append(event.raw)
@@ -213,8 +219,9 @@ class StreamPump:
                 if not event.done:  # comments and unknown events go on as they came; [DONE] is ours to send
                     await self._send(event.raw)
                 continue
+            original = event.json()  # before any rename, so a renamed chunk is re-encoded
             self.state.observe(chunk)
-            self._originals[id(chunk)] = (event.raw, event.json())
+            self._originals[id(chunk)] = (event.raw, original)
             yield wrap(chunk)
 
     async def _run(self, iterator: AsyncIterator[Any]) -> None:

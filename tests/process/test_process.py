@@ -204,9 +204,17 @@ async def test_identity_from_headers_and_forwarded_metadata(tmp_path):
         headers={"x-team-id": "team-a", "x-rpm": "60", "x-api-key": "k1"},
         metadata={"envoy.filters.http.jwt_authn": {"payload": {"sub": "alice", "models": ["gpt-4o"]}}},
     )
-    body = orjson.dumps({**orjson.loads(CHAT), "user": "end-user-7"})
+    body = orjson.dumps({**orjson.loads(CHAT), "model": "gpt-4o", "user": "end-user-7"})
+    not_allowed = orjson.dumps({**orjson.loads(CHAT), "model": "gpt-3.5-turbo"})
     async with Harness(built) as harness:
         await harness.exchange(request, body_request(body))
+        _, refused = await harness.exchange(request, body_request(not_allowed))
+    error = orjson.loads(refused.immediate_response.body)["error"]
+    assert refused.immediate_response.status.code == 403 and error["type"] == "permission_error"
+    assert error["message"] == (
+        "key not allowed to access model. This key can only access models=['gpt-4o']. "
+        "Tried to access gpt-3.5-turbo"
+    )
     import h
 
     user = h.SEEN[-1]["user"]

@@ -171,3 +171,24 @@ def test_the_documented_rate_limit_filter_validates_after_ext_proc(tmp_path):
     )
     result = validate(tmp_path, bootstrap)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_routing_gives_each_api_base_a_cluster_and_a_header_route(tmp_path):
+    built = build(tmp_path, """
+        model_list:
+          - {model_name: gpt-4o, litellm_params: {model: gpt-4o, api_base: "http://10.0.0.1:8000"}, model_info: {id: east}}
+          - {model_name: gpt-4o, litellm_params: {model: gpt-4o, api_base: "https://west.example.com"}, model_info: {id: west}}
+          - {model_name: mini, litellm_params: {model: mini}}
+        extproc: {routing: true}
+    """)
+    bootstrap = generate(built)
+    hcm, _ = ext_proc(bootstrap)
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes] == ["deployment_east", "deployment_west", "llm_api", "pass_through"]
+    assert routes[0]["match"]["headers"] == [{"name": "x-llm-deployment", "string_match": {"exact": "east"}}]
+    assert routes[1]["route"]["host_rewrite_literal"] == "west.example.com"
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    assert {"deployment_0", "deployment_1"} <= clusters.keys()
+    assert "transport_socket" in clusters[routes[1]["route"]["cluster"]]
+    result = validate(tmp_path, bootstrap)
+    assert result.returncode == 0, result.stderr[-2000:]
