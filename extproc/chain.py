@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from extproc import metrics
 from extproc.config import HandlerPolicy
 from extproc.custom_logger import CustomLogger
 from extproc.errors import is_http_exception
@@ -65,6 +67,7 @@ class Hook:
     timeout_s: float
     fail_open: bool = False
     takes_extra: bool = False  # accepts the kind's optional argument (traceback_str, request_headers)
+    seconds: Any = None  # its latency histogram, resolved once
 
 
 class HookFailed(Exception):
@@ -124,7 +127,8 @@ def _check(handler: LoadedHandler, kind: HookKind, timeout_s: float, policy: Han
     )
     if policy.timeout_ms is not None:
         timeout_s = policy.timeout_ms / 1000
-    return Hook(label, kind, method, timeout_s, policy.fail_open, takes_extra)
+    seconds = metrics.HOOK_SECONDS.labels(handler.reference, kind.value)
+    return Hook(label, kind, method, timeout_s, policy.fail_open, takes_extra, seconds)
 
 
 class HookChain:
@@ -161,6 +165,7 @@ class HookChain:
 
     async def _call(self, hook: Hook, kwargs: dict[str, Any]) -> Any:
         """Call one hook within its timeout; `_SKIPPED` when a fail-open hook broke."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(hook.timeout_s):
                 return await hook.call(**kwargs)
@@ -168,6 +173,8 @@ class HookChain:
             cause: BaseException = HookTimeout(hook)
         except Exception as exc:
             cause = exc
+        finally:
+            hook.seconds.observe(time.perf_counter() - started)
         if hook.fail_open and not is_http_exception(cause):
             log.warning("%s failed open (request goes on without it): %r", hook.label, cause)
             return _SKIPPED

@@ -14,8 +14,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+from extproc import metrics
 from extproc.auth import UserAPIKeyAuth
-from extproc.chain import HookFailed
+from extproc.chain import HookFailed, HookTimeout
 from extproc.codecs import BodyError, dumps_exact, loads_exact
 from extproc.decisions import (
     CONTINUE,
@@ -29,7 +30,14 @@ from extproc.decisions import (
     Reply,
 )
 from extproc.endpoints import Endpoint, field_problem
-from extproc.errors import ClientDisconnected, ProxyException, RejectedRequestError, UpstreamError, reply_for
+from extproc.errors import (
+    ClientDisconnected,
+    ProxyException,
+    RejectedRequestError,
+    UpstreamError,
+    is_http_exception,
+    reply_for,
+)
 from extproc.events import log_kwargs, usage_of
 from extproc.moderation import ModerationGate
 from extproc.multipart import MultipartError
@@ -217,7 +225,9 @@ class Session:
             )
         if chain.has(HookKind.MODERATION):
             moderation = chain.moderation(data, self.user, call_type)
-            self.moderation = ModerationGate(moderation, self._fail, self.outbox, pipeline.moderation_wait_s)
+            self.moderation = ModerationGate(
+                moderation, self._moderation_refused, self.outbox, pipeline.moderation_wait_s
+            )
         upstream = upstream_data(data, client_values)
         unchanged = upstream == pristine if pristine is not None else upstream.get("model") == requested_model
         if unchanged:
@@ -266,6 +276,7 @@ class Session:
             return CONTINUE
         status = headers.get(":status", "")
         self.status = int(status) if status.isdigit() else 0
+        metrics.UPSTREAM.labels(metrics.status_class(self.status)).inc()
         if self.moderation is not None:
             refusal = await self.moderation.verdict()
             if refusal is not None:
@@ -282,7 +293,7 @@ class Session:
                 or bool(self.public_model)
             )
         if not wants_body:
-            self.ended = True  # nothing reads this answer: it is on its way
+            self._end("upstream_error" if self.status >= 400 else "success")  # nothing reads this answer
             return await self._add_headers(CONTINUE)
         if end_of_stream:
             return await self._response(b"")
@@ -305,7 +316,7 @@ class Session:
             )
             mode = BodyMode.STREAMED
         else:
-            self.ended = True
+            self._end("success")
             return CONTINUE
         return Continue(
             remove_headers=("content-length",), mode=self.pipeline.request_mode.with_response_body(mode)
@@ -315,8 +326,7 @@ class Session:
         """The stream's ending: a success, or a failure the client already saw as an error event."""
         if error is None:
             self._log_success(wrap(state.assembled()))
-        elif not self.ended:
-            self.ended = True  # before the task runs, so close() cannot end the request a second time
+        elif self._end("error"):  # now, before the task runs, so close() cannot end the request again
             self.pipeline.chain.run_in_background(self._failure_hooks(error))
 
     async def _stream_body(self, body: bytes, end_of_stream: bool) -> Decision:
@@ -404,10 +414,18 @@ class Session:
         return replace(decision, set_headers=decision.set_headers + extra)
 
     # ---- endings ----
-    def _log_success(self, response: Any) -> None:
+    def _end(self, outcome: str) -> bool:
+        """Mark the request ended (once) and count how; False when it had ended already."""
         if self.ended:
-            return
+            return False
         self.ended = True
+        if self.endpoint is not None:
+            metrics.REQUESTS.labels(self.endpoint.call_type.value, outcome).inc()
+        return True
+
+    def _log_success(self, response: Any) -> None:
+        if not self._end("success"):
+            return
         chain = self.pipeline.chain
         if chain.has(HookKind.LOG_SUCCESS) and self.data is not None and self.endpoint is not None:
             chain.log_event(
@@ -422,6 +440,7 @@ class Session:
         """A pre-call string refusal: failure hooks are told, the client gets a well-formed answer."""
         assert self.endpoint is not None and self.data is not None
         log.info("request %s refused by %s", self.request_id, hook)
+        metrics.REFUSALS.labels("pre_call_string").inc()
         # Failure hooks and the failure log are told; the refusal itself is the client's answer.
         await self._failure_hooks(RejectedRequestError(text, self.data))
         reply = refusal_reply(self.endpoint.call_type, self.data.get("stream") is True, text)
@@ -437,7 +456,7 @@ class Session:
 
     async def _failure_hooks(self, exc: BaseException) -> BaseException | None:
         """Tell the failure hooks and the failure log; the replacement error, if a hook gave one."""
-        self.ended = True
+        self._end(_outcome_of(exc))
         chain = self.pipeline.chain
         request_data = self.data if self.data is not None else {}
         replacement = None
@@ -454,6 +473,9 @@ class Session:
             )
         return replacement
 
+    async def _moderation_refused(self, exc: BaseException) -> Reply:
+        return await self._fail(exc, "moderation")
+
     async def _fail_with(self, data: JSONDict, exc: ProxyException) -> Reply:
         """A request refused before its hooks: failure hooks still see its id and metadata."""
         if self.pipeline.chain.has(HookKind.POST_CALL_FAILURE) or self.pipeline.chain.has(
@@ -467,6 +489,7 @@ class Session:
         """The one way the sidecar's own errors reach the client: failure hooks, then the OpenAI envelope."""
         final = await self._failure_hooks(exc) or exc
         error = reply_for(final)
+        metrics.REFUSALS.labels(_reason_of(exc, hook)).inc()
         level = logging.INFO if error.status < 500 else logging.WARNING
         log.log(
             level,
@@ -511,9 +534,40 @@ class Session:
             self.stream.cancel()
         self.stream = None
         if not self.ended and self.data is not None and self.pipeline.request_mode.response_headers:
-            self.ended = True
+            self._end("disconnected")
             self.pipeline.chain.run_in_background(self._failure_hooks(ClientDisconnected()))
             return
+        self._end("forwarded")  # went upstream; no hook needed to see the answer
         self.headers = {}
         self.metadata = {}
         self.data = None
+
+
+_PROXY_REASONS = {
+    401: "enforce_user_param",
+    403: "model_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    400: "invalid_request",
+}
+
+
+def _outcome_of(exc: BaseException) -> str:
+    if isinstance(exc, UpstreamError):
+        return "upstream_error"
+    if isinstance(exc, ClientDisconnected):
+        return "disconnected"
+    if isinstance(exc, RejectedRequestError):
+        return "refused"
+    return "error"
+
+
+def _reason_of(exc: BaseException, hook: str | None) -> str:
+    """A bounded label for why the sidecar answered with an error."""
+    if isinstance(exc, ProxyException):
+        return _PROXY_REASONS.get(exc.status_code, "internal")
+    if isinstance(exc, HookTimeout):
+        return "hook_timeout"
+    if hook == "moderation":
+        return "moderation"
+    return "hook_refusal" if is_http_exception(exc) else "hook_error"

@@ -21,6 +21,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
+from extproc import metrics
 from extproc.decisions import Continue, Decision, Deferred, Mode, Reply
 from extproc.errors import envelope
 from extproc.pipeline import Pipeline
@@ -198,6 +199,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
     async def Process(self, request_iterator: Any, context: Any) -> None:
         outbox = StreamOutbox(context)
         session = Session(self._current(), outbox)
+        metrics.IN_FLIGHT.inc()
         try:
             while not outbox.closed:
                 request = await context.read()
@@ -210,10 +212,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             # Envoy resets about half of all finished streams instead of closing them: not an error.
             raise
         finally:
+            metrics.IN_FLIGHT.dec()
             session.close()
 
     async def _answer(self, session: Session, request: Any) -> Any:
         phase = request.WhichOneof("request")
+        metrics.phase(phase)
         try:
             decision = await self._dispatch(session, phase, request)
             return encode(phase, decision)
