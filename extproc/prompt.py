@@ -20,19 +20,21 @@ def _text_of(value: Any) -> list[str]:
 
 
 def get_formatted_prompt(data: dict[str, Any], call_type: str) -> str:
-    """Chat message contents, a completion's prompt, embeddings' or moderations' input, an image prompt."""
+    """Chat message contents, a completion's prompt, embeddings' or moderations' input, an image prompt.
+
+    Pieces (messages, content parts, list items) are joined with newlines, so words of two pieces never
+    run together (LiteLLM concatenates chat contents as they are).
+    """
     if call_type in ("completion", "acompletion"):
         parts: list[str] = []
         for message in data.get("messages") or ():
             if isinstance(message, dict):
                 parts.extend(_text_of(message.get("content")))
-        return "".join(parts)
+        return "\n".join(parts)
     if call_type in ("text_completion", "atext_completion"):
-        return "".join(_text_of(data.get("prompt")))
+        return "\n".join(_text_of(data.get("prompt")))
     if call_type in ("embeddings", "aembedding", "moderation", "amoderation"):
-        return "".join(_text_of(data.get("input")))
-    if call_type in ("image_generation", "aimage_generation"):
-        return "".join(_text_of(data.get("prompt")))
-    if call_type in ("audio_transcription", "atranscription"):
-        return "".join(_text_of(data.get("prompt")))
+        return "\n".join(_text_of(data.get("input")))
+    if call_type in ("image_generation", "aimage_generation", "audio_transcription", "atranscription"):
+        return "\n".join(_text_of(data.get("prompt")))
     return ""

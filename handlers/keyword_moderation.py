@@ -10,8 +10,8 @@ Options (`extproc.handlers."handlers.keyword_moderation".options`):
 - `status_code`: the refusal's status (default 400).
 
 It is a moderation hook: it runs beside the upstream call (which is billed anyway), on the text
-`get_formatted_prompt` gives, and for chat on each message's text too (the formatted prompt joins
-messages without a separator). A refusal names the rule that matched, never the user's text:
+`get_formatted_prompt` gives, and on each message, text part and list item alone (the formatted prompt
+joins them without a separator). A refusal names the rule that matched, never the user's text:
 `{"error": "Violated content policy", "category": "keyword", "match": <rule>}`.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extproc import CallType, CustomLogger, HTTPException, UserAPIKeyAuth, get_formatted_prompt
+from extproc import CustomLogger, HTTPException, UserAPIKeyAuth, get_formatted_prompt
 
 
 def _compile(rule: Any, where: str, flags: int) -> tuple[str, re.Pattern[str]]:
@@ -47,6 +47,20 @@ def _rules(value: Any, where: str, flags: int) -> tuple[tuple[str, re.Pattern[st
     if not isinstance(value, list):
         raise ValueError(f"{where}: expected a list of words or /regex/ rules, not {value!r}")
     return tuple(_compile(rule, f"{where}[{i}]", flags) for i, rule in enumerate(value))
+
+
+def _texts(data: dict[str, Any], call_type: str) -> list[str]:
+    """The formatted prompt, and each piece of it alone: it joins messages, parts and list items without a
+    separator, so "Be brief" + "forbidden" reads "Be briefforbidden"."""
+    texts = [get_formatted_prompt(data, call_type)]
+    for key in ("messages", "prompt", "input"):
+        items = data.get(key)
+        for item in items if isinstance(items, list) and len(items) > 1 else ():
+            texts.append(get_formatted_prompt({key: [item]}, call_type))
+            content = item.get("content") if isinstance(item, dict) else None
+            for part in content if key == "messages" and isinstance(content, list) else ():
+                texts.append(get_formatted_prompt({key: [{"content": [part]}]}, call_type))
+    return texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +117,7 @@ class Handler(CustomLogger):
     ) -> None:
         model = data.get("model")
         policy = self.models.get(model, self.default) if isinstance(model, str) else self.default
-        texts = [get_formatted_prompt(data, call_type)]
-        if call_type == CallType.COMPLETION:
-            messages = data.get("messages")
-            for message in messages if isinstance(messages, list) else ():
-                texts.append(get_formatted_prompt({"messages": [message]}, call_type))
-        for text in texts:
+        for text in _texts(data, call_type):
             rule = policy.violation(text)
             if rule is not None:
                 detail = {"error": "Violated content policy", "category": "keyword", "match": rule}

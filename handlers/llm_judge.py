@@ -156,7 +156,11 @@ class Handler(CustomLogger):
         return ", ".join(names) or "unspecified"
 
     def _turns(self, data: dict[str, Any], call_type: str) -> list[tuple[str, str]]:
-        if call_type != CallType.COMPLETION:
+        if call_type != CallType.COMPLETION:  # list items one per line: the formatted prompt joins them bare
+            for key in ("prompt", "input"):
+                items = data.get(key)
+                if isinstance(items, list):
+                    return [("User", "\n".join(get_formatted_prompt({key: [i]}, call_type) for i in items))]
             return [("User", get_formatted_prompt(data, call_type))]
         turns = []
         for message in data.get("messages") or ():
