@@ -175,7 +175,8 @@ class HookChain:
             cause = exc
         finally:
             hook.seconds.observe(time.perf_counter() - started)
-        if hook.fail_open and not is_http_exception(cause):
+        # Fail-open skips timeouts and crashes; a deliberate HTTP exception still refuses.
+        if hook.fail_open and (isinstance(cause, HookTimeout) or not is_http_exception(cause)):
             log.warning("%s failed open (request goes on without it): %r", hook.label, cause)
             return _SKIPPED
         raise HookFailed(hook, cause) from cause

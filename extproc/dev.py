@@ -180,6 +180,16 @@ class DevStack:
             raise
         return self
 
+    def restart_sidecar(self, signum: int = signal.SIGKILL) -> None:
+        """Stop the sidecar (killed by default, as a crash would) and start it again on the same socket."""
+        old = self.children["sidecar"]
+        old.signal(signum)
+        old.stop(time.monotonic() + self.timeout)
+        serve = ["serve", "--config", str(self.config_path), "--listen", self.sidecar_address]
+        sidecar = self._spawn("sidecar", [sys.executable, "-m", "extproc", *serve])
+        self._wait(sidecar, "its ready line", lambda: _SIDECAR_READY in sidecar.output() or None)
+        self._wait(sidecar, "gRPC health SERVING", self._sidecar_serving)
+
     def _spawn(self, name: str, command: list[str]) -> Child:
         child = Child(name, command, self.run_dir / f"{name}.log")
         self.children[name] = child

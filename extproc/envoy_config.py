@@ -25,6 +25,8 @@ SIDECAR_CLUSTER = "llm_extproc"
 UPSTREAM_CLUSTER = "upstream"
 _GRPC_SLACK = 1024 * 1024
 _MESSAGE_TIMEOUT_MARGIN_MS = 500
+# What Envoy answers when it cannot reach the sidecar or the sidecar fails (ext_proc status_on_error).
+SIDECAR_ERROR_STATUS = 503
 # Envoy response flags of its own upstream failures (connect, no host, overflow, retries, timeout).
 UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UT")
 
@@ -99,6 +101,7 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
             "failure_mode_allow": settings.failure_mode_allow,
             "processing_mode": processing_mode(pipeline),
             "allow_mode_override": True,
+            "status_on_error": {"code": SIDECAR_ERROR_STATUS},
             "message_timeout": _duration_ms(message_timeout_ms),
             "max_message_timeout": f"{max(int(MAX_MESSAGE_TIMEOUT_S), message_timeout_ms // 1000 + 1)}s",
             "metadata_options": metadata,
@@ -219,7 +222,55 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
         }
         for status in (502, 503, 504)
     ]
-    return {"mappers": [too_large, *upstream_failed]}
+    # The sidecar unreachable, failing or too slow: Envoy's own 503/504 with an empty body. The sidecar's
+    # own answers always carry its metadata, so a reply without it is Envoy's.
+    sidecar_failed = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "EQ",
+                                    "value": {
+                                        "default_value": status,
+                                        "runtime_key": f"llm_extproc.local_reply.sidecar.{status}",
+                                    },
+                                }
+                            }
+                        },
+                        {
+                            "metadata_filter": {
+                                "match_if_key_not_found": True,
+                                "matcher": {
+                                    "filter": METADATA_NAMESPACE,
+                                    "path": [{"key": "verdict"}],
+                                    "value": {"string_match": {"safe_regex": {"regex": "^$"}}},
+                                },
+                            }
+                        },
+                    ]
+                }
+            },
+            "body_format_override": {
+                "content_type": "application/json",
+                "json_format": {
+                    "error": {
+                        "message": message,
+                        "type": "internal_server_error",
+                        "param": None,
+                        "code": str(status),
+                    }
+                },
+            },
+        }
+        for status, message in (
+            (SIDECAR_ERROR_STATUS, "llm-extproc is unavailable: the request was not processed"),
+            (504, "llm-extproc did not answer in time: the request was not processed"),
+        )
+    ]
+    return {"mappers": [too_large, *upstream_failed, *sidecar_failed]}
 
 
 def access_log(path: str) -> list[dict[str, Any]]:

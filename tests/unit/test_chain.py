@@ -114,3 +114,15 @@ def test_failure_hook_traceback_argument_detection():
     from extproc.types import HookKind
 
     assert [h.takes_extra for h in chain.hooks[HookKind.POST_CALL_FAILURE]] == [True, False]
+
+
+def test_fail_open_skips_timeouts_and_crashes_but_not_deliberate_refusals():
+    from extproc.config import HandlerPolicy
+
+    def chain_with(handler):
+        return HookChain([LoadedHandler("mod.h", handler)], 1.0, {"mod.h": HandlerPolicy(timeout_ms=50, fail_open=True)})
+
+    assert run(chain_with(Recorder("a", [], sleep=5)), {"k": 1}).data == {"k": 1}
+    assert run(chain_with(Recorder("a", [], raises=RuntimeError("x"))), {"k": 1}).data == {"k": 1}
+    with pytest.raises(HookFailed):
+        run(chain_with(Recorder("a", [], raises=HTTPException(403, "no"))), {})
