@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit e2e check clean deploy-envoy
+.PHONY: run test lint unit e2e check clean deploy-envoy bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,10 @@ clean:
 ## deploy-envoy: regenerate deploy/envoy/envoy.yaml (a test fails if it drifts from the generator)
 deploy-envoy: $(STAMP)
 	$(BIN)/llm-extproc envoy-config --config deploy/envoy/config.yaml --upstream http://upstream:8000 > deploy/envoy/envoy.yaml
+
+## bench: load tests (h2load, loopback, ~3 min; not part of `make test`) -> bench/results/latest.{json,md,png}
+bench: $(STAMP)
+	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m bench.run

@@ -1,25 +1,29 @@
-"""The `llm-extproc` command: serve, dev, check, mock-upstream."""
+"""The `llm-extproc` command: serve, dev, check, try, envoy-config, mock-upstream."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from extproc import pipeline as pipeline_module
 from extproc.config import ConfigError
 from extproc.loader import HandlerError
+from extproc.logs import setup_logging
 from extproc.pipeline import Pipeline
 
+# `serve`'s default log format; `dev` sets it for the sidecar it starts.
+LOG_FORMAT_ENV = "LLM_EXTPROC_LOG_FORMAT"
+USAGE_EXIT = 2
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+
+def _json_logs(args: argparse.Namespace) -> bool:
+    return bool(args.log_format == "json")
 
 
 def _load(path: str) -> Pipeline:
@@ -52,6 +56,7 @@ def _describe(pipeline: Pipeline) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    setup_logging("warning", _json_logs(args))
     pipeline = _load(args.config)
     for warning in pipeline.config.warnings:
         print(f"warning: {warning}")
@@ -63,17 +68,63 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.server import serve
 
+    setup_logging("info", _json_logs(args))
     pipeline = _load(args.config)
-    _setup_logging(pipeline.config.sidecar.log_level)
+    setup_logging(pipeline.config.sidecar.log_level, _json_logs(args))
     listen = tuple(args.listen) if args.listen else pipeline.config.sidecar.listen
-    asyncio.run(serve(pipeline, listen))
+    interval = args.reload_interval if args.reload_interval > 0 else 0.0
+    asyncio.run(serve(pipeline, listen, interval))
     return 0
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from extproc.dev import run
 
+    setup_logging("warning", _json_logs(args))
+    os.environ[LOG_FORMAT_ENV] = args.log_format  # the sidecar child logs as asked
     return run(args.config, port=args.port, upstream=args.upstream)
+
+
+def _read(path: str, what: str) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read the {what} {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+
+
+def cmd_try(args: argparse.Namespace) -> int:
+    from extproc import trial
+
+    setup_logging("warning", _json_logs(args))
+    headers: dict[str, str] = {}
+    for item in args.header or ():
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            print(f"error: --header {item!r}: expected NAME:VALUE", file=sys.stderr)
+            return USAGE_EXIT
+        headers[name.strip().lower()] = value.strip()
+    body = _read(args.request, "request file")
+    response = None if args.response is None else _read(args.response, "response file")
+    if body is None or (args.response is not None and response is None):
+        return USAGE_EXIT
+    sse = response is not None and trial.is_sse(Path(args.response), response)
+    report = asyncio.run(
+        trial.run(
+            args.config,
+            body,
+            path=args.path,
+            headers=headers,
+            response=response,
+            sse=sse,
+            response_status=args.response_status,
+        )
+    )
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(trial.render(report))
+    return int(report["exit_code"])
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -122,17 +173,42 @@ def parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="host:port or unix:/path (repeatable; overrides extproc.listen)",
     )
+    serve.add_argument(
+        "--reload-interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look for changed config or handler files (default 1; 0: only on SIGHUP)",
+    )
+    _log_format(serve, os.environ.get(LOG_FORMAT_ENV, "json"))
     serve.set_defaults(func=cmd_serve)
 
     dev = commands.add_parser("dev", help="run Envoy + the sidecar + the mock upstream on localhost")
     dev.add_argument("--config", required=True)
     dev.add_argument("--port", type=int, default=10000)
     dev.add_argument("--upstream", default=None, help="upstream base URL (default: the built-in mock)")
+    _log_format(dev, "text")
     dev.set_defaults(func=cmd_dev)
 
     check = commands.add_parser("check", help="load and validate a config and its handlers")
     check.add_argument("--config", required=True)
+    _log_format(check, "text")
     check.set_defaults(func=cmd_check)
+
+    attempt = commands.add_parser(
+        "try",
+        help="run the hooks on a saved request (and answer) without Envoy",
+        description="Exit 0: the request goes through; 3: refused or failed; 1: config error; 2: usage.",
+    )
+    attempt.add_argument("--config", required=True)
+    attempt.add_argument("request", help="the request body (JSON, or multipart starting with its boundary)")
+    attempt.add_argument("--response", help="the upstream's answer: a JSON body, or an SSE stream (.sse)")
+    attempt.add_argument("--response-status", type=int, default=200, help="the upstream's status")
+    attempt.add_argument("--path", default="/v1/chat/completions")
+    attempt.add_argument("--header", action="append", metavar="NAME:VALUE", help="a request header")
+    attempt.add_argument("--json", action="store_true", help="print a JSON report")
+    _log_format(attempt, "text")
+    attempt.set_defaults(func=cmd_try)
 
     envoy = commands.add_parser("envoy-config", help="print the Envoy bootstrap this config needs")
     envoy.add_argument("--config", required=True)
@@ -148,6 +224,17 @@ def parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.set_defaults(func=cmd_mock_upstream)
     return root
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _log_format(command: argparse.ArgumentParser, default: str) -> None:
+    command.add_argument("--log-format", choices=("json", "text"), default=default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,6 +62,7 @@ class SidecarSettings:
     handlers: dict[str, HandlerPolicy] = field(default_factory=dict)
     cache: CacheSettings = field(default_factory=CacheSettings)
     routing: bool = False
+    metrics_listen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,7 @@ _SIDECAR_KEYS = {
     "max_stream_hold_bytes",
     "cache",
     "routing",
+    "metrics_listen",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 ENV_PREFIX = "os.environ/"
@@ -195,6 +197,15 @@ def _handler_policies(raw: dict[str, Any]) -> dict[str, HandlerPolicy]:
     return policies
 
 
+def _metrics_listen(value: Any) -> str | None:
+    if value is None:
+        return None
+    _host, sep, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not sep or not port.isdigit():
+        raise ConfigError(f"extproc.metrics_listen: expected host:port, got {value!r}")
+    return value
+
+
 def _cache(raw: dict[str, Any]) -> CacheSettings:
     for key in raw.keys() - {"redis_url", "on_unavailable", "timeout_ms"}:
         raise ConfigError(
@@ -244,6 +255,7 @@ def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
         handlers=_handler_policies(_mapping(raw.get("handlers"), "extproc.handlers")),
         cache=_cache(_mapping(raw.get("cache"), "extproc.cache")),
         routing=_bool(raw.get("routing", False), "extproc.routing"),
+        metrics_listen=_metrics_listen(raw.get("metrics_listen")),
     )
 
 

@@ -39,7 +39,9 @@ def _load_file(module_name: str, path: Path) -> ModuleType:
     previous = sys.modules.get(module_name)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        # Compiled from the source every time: a cached .pyc with the same size and mtime second as an
+        # edited file would otherwise bring back the old code on a reload.
+        exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     except BaseException:
         if previous is None:
             sys.modules.pop(module_name, None)

@@ -25,7 +25,7 @@ class ModerationGate:
     def __init__(
         self,
         moderation: Coroutine[Any, Any, None],
-        fail: Callable[[BaseException], Awaitable[Reply]],
+        fail: Callable[[BaseException, str], Awaitable[Reply]],
         outbox: Outbox,
         wait_s: float,
     ) -> None:
@@ -42,7 +42,7 @@ class ModerationGate:
             await moderation
             return
         except HookFailed as failure:
-            reply = await self._fail(failure.cause)
+            reply = await self._fail(failure.cause, failure.hook.label)
         self._reply = reply
         if not self._headers_waiting:
             self._pushed = True

@@ -1,7 +1,8 @@
 """The sidecar process: a grpc.aio server with the ext_proc and health services, and its lifecycle.
 
 Readiness is SERVING only once the handlers are loaded; SIGTERM turns it NOT_SERVING, lets
-requests in flight finish within the grace period, then stops.
+requests in flight finish within the grace period, then stops. With a reload interval, a `Reloader`
+swaps in a new pipeline when the config or handler files change (and on SIGHUP).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc import metrics
 from extproc.pipeline import Pipeline
+from extproc.reload import Reloader
 from extproc.transport import ExternalProcessor
 
 log = logging.getLogger("extproc.server")
@@ -27,12 +30,22 @@ _GRPC_SLACK = 1024 * 1024  # room for the protobuf framing around the largest bo
 
 
 class Sidecar:
-    """Owns the gRPC server and the pipeline that new requests use."""
+    """Owns the gRPC server and the pipeline that new requests use.
 
-    def __init__(self, pipeline: Pipeline, listen: tuple[str, ...]) -> None:
+    `reload_interval_s`: None, no reloading; 0, only on `request_reload()` (SIGHUP); else the
+    seconds between two looks at the config and handler files.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: float | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.listen = listen
         self.addresses: list[str] = []
+        self.reloader: Reloader | None = None
+        if reload_interval_s is not None:
+            self.reloader = Reloader(pipeline.config.path, self.current, self._install, reload_interval_s)
+        self._reload_task: asyncio.Task[None] | None = None
         limit = pipeline.config.sidecar.max_request_bytes + _GRPC_SLACK
         self._server = grpc.aio.server(
             options=[
@@ -47,6 +60,21 @@ class Sidecar:
 
     def current(self) -> Pipeline:
         return self.pipeline
+
+    def _install(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline  # new streams take it; sessions in flight keep the one they started with
+
+    @property
+    def reloads(self) -> int:
+        return self.reloader.reloads if self.reloader else 0
+
+    @property
+    def reload_failures(self) -> int:
+        return self.reloader.reload_failures if self.reloader else 0
+
+    def request_reload(self) -> None:
+        if self.reloader is not None:
+            self.reloader.request()
 
     async def start(self) -> list[str]:
         for address in self.listen:
@@ -67,9 +95,16 @@ class Sidecar:
                 os.chmod(address[len("unix:") :], 0o660)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if self.reloader is not None:
+            await self.reloader.prime()
+            self._reload_task = asyncio.get_running_loop().create_task(self.reloader.run())
         return self.addresses
 
     async def stop(self, grace: float) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload_task
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         for address in self.addresses:
@@ -81,16 +116,23 @@ class Sidecar:
         await self._server.wait_for_termination()
 
 
-async def serve(pipeline: Pipeline, listen: tuple[str, ...]) -> None:
-    """Run until SIGTERM or SIGINT, then drain."""
-    sidecar = Sidecar(pipeline, listen)
+async def serve(pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: float | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads when reloading is on."""
+    sidecar = Sidecar(pipeline, listen, reload_interval_s)
     addresses = await sidecar.start()
+    metrics_listen = pipeline.config.sidecar.metrics_listen
+    if metrics_listen:
+        metrics.watch_cache(lambda: [c for c in [sidecar.pipeline.cache.shared_cache] if c is not None])
+        port = metrics.serve(metrics_listen)
+        log.info("metrics on http://%s:%d/metrics", metrics_listen.rpartition(":")[0], port)
     print(f"llm-extproc serving on {' '.join(addresses)}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if sidecar.reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, sidecar.request_reload)
     await stopping.wait()
-    grace = pipeline.config.sidecar.grace_seconds
+    grace = sidecar.pipeline.config.sidecar.grace_seconds
     log.info("stopping: draining requests in flight for up to %.1f s", grace)
     await sidecar.stop(grace)

@@ -39,6 +39,7 @@ from extproc.errors import (
     reply_for,
 )
 from extproc.events import log_kwargs, usage_of
+from extproc.logs import bind_request_id
 from extproc.moderation import ModerationGate
 from extproc.multipart import MultipartError
 from extproc.pipeline import Pipeline
@@ -133,6 +134,7 @@ class Session:
         self.headers = headers
         self.metadata = metadata
         self.request_id = headers.get("x-request-id", "")
+        bind_request_id(self.request_id)
         content_type = headers.get("content-type", "")
         if not endpoint.codec.accepts(content_type):
             expected = (
@@ -473,8 +475,8 @@ class Session:
             )
         return replacement
 
-    async def _moderation_refused(self, exc: BaseException) -> Reply:
-        return await self._fail(exc, "moderation")
+    async def _moderation_refused(self, exc: BaseException, hook: str) -> Reply:
+        return await self._fail(exc, hook, moderation=True)
 
     async def _fail_with(self, data: JSONDict, exc: ProxyException) -> Reply:
         """A request refused before its hooks: failure hooks still see its id and metadata."""
@@ -485,11 +487,11 @@ class Session:
             self.data = data
         return await self._fail(exc)
 
-    async def _fail(self, exc: BaseException, hook: str | None = None) -> Reply:
+    async def _fail(self, exc: BaseException, hook: str | None = None, moderation: bool = False) -> Reply:
         """The one way the sidecar's own errors reach the client: failure hooks, then the OpenAI envelope."""
         final = await self._failure_hooks(exc) or exc
         error = reply_for(final)
-        metrics.REFUSALS.labels(_reason_of(exc, hook)).inc()
+        metrics.REFUSALS.labels(_reason_of(exc, moderation)).inc()
         level = logging.INFO if error.status < 500 else logging.WARNING
         log.log(
             level,
@@ -562,12 +564,12 @@ def _outcome_of(exc: BaseException) -> str:
     return "error"
 
 
-def _reason_of(exc: BaseException, hook: str | None) -> str:
+def _reason_of(exc: BaseException, moderation: bool) -> str:
     """A bounded label for why the sidecar answered with an error."""
     if isinstance(exc, ProxyException):
         return _PROXY_REASONS.get(exc.status_code, "internal")
     if isinstance(exc, HookTimeout):
         return "hook_timeout"
-    if hook == "moderation":
+    if moderation:
         return "moderation"
     return "hook_refusal" if is_http_exception(exc) else "hook_error"

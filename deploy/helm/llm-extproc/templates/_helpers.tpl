@@ -1,0 +1,204 @@
+{{/* Names and labels. */}}
+{{- define "llm-extproc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "llm-extproc.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-extproc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-extproc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "llm-extproc.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "llm-extproc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: {{ .Values.mode }}
+{{- end }}
+
+{{- define "llm-extproc.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "llm-extproc.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-extproc.configMapName" -}}
+{{- default (include "llm-extproc.fullname" .) .Values.existingConfigMap }}
+{{- end }}
+
+{{- define "llm-extproc.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Fixed paths inside the pod. */}}
+{{- define "llm-extproc.configFile" -}}/etc/llm-extproc/config.yaml{{- end }}
+{{- define "llm-extproc.socket" -}}unix:/run/llm-extproc/extproc.sock{{- end }}
+{{- define "llm-extproc.bootstrapFile" -}}/etc/envoy/envoy.yaml{{- end }}
+
+{{/* The llm-extproc Service's host name, and Istio's name for its outbound cluster. */}}
+{{- define "llm-extproc.serviceHost" -}}
+{{- printf "%s.%s.svc.%s" (include "llm-extproc.fullname" .) .Release.Namespace .Values.istio.clusterDomain }}
+{{- end }}
+
+{{- define "llm-extproc.istioCluster" -}}
+{{- printf "outbound|%d||%s" (int .Values.server.grpcPort) (include "llm-extproc.serviceHost" .) }}
+{{- end }}
+
+{{/* config.extproc.max_request_bytes, or the sidecar's default (32 MiB). */}}
+{{- define "llm-extproc.maxRequestBytes" -}}
+{{- int (dig "extproc" "max_request_bytes" 33554432 (.Values.config | default dict)) }}
+{{- end }}
+
+{{/*
+The ext_proc HTTP filter, as extproc.envoy_config.ext_proc_filter() builds it from the same config
+(tests/deploy checks they are equal): message_timeout = hook_timeout_ms + 500 ms, max_message_timeout
+= max(60 s, message_timeout + 1 s), status_on_error 503, the request body BUFFERED when a callback or enforce_user_param
+needs it, and the metadata namespaces of extproc.auth.metadata forwarded.
+*/}}
+{{- define "llm-extproc.extProcFilter" -}}
+{{- $config := .Values.config | default dict }}
+{{- $messageMs := add (int (dig "extproc" "hook_timeout_ms" 5000 $config)) 500 }}
+{{- $callbacks := dig "litellm_settings" "callbacks" list $config }}
+{{- $enforceUser := dig "general_settings" "enforce_user_param" false $config }}
+{{- $forwarding := list }}
+{{- range $field, $spec := dig "extproc" "auth" "metadata" dict $config }}
+{{- $forwarding = append $forwarding (regexReplaceAll ":[^:]*$" $spec "") }}
+{{- end }}
+{{- $metadata := dict "receiving_namespaces" (dict "untyped" (list "llm_extproc")) }}
+{{- if $forwarding }}
+{{- $_ := set $metadata "forwarding_namespaces" (dict "untyped" (uniq $forwarding)) }}
+{{- end }}
+{{- $mode := dict
+  "request_header_mode" "SEND"
+  "request_body_mode" (ternary "BUFFERED" "NONE" (or $enforceUser (not (empty $callbacks))))
+  "response_header_mode" (ternary "SEND" "SKIP" .Values.istio.responseHeaders)
+  "response_body_mode" "NONE"
+  "request_trailer_mode" "SKIP"
+  "response_trailer_mode" "SKIP" }}
+{{- $typed := dict
+  "@type" "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+  "grpc_service" (dict "envoy_grpc" (dict "cluster_name" (include "llm-extproc.istioCluster" .)))
+  "failure_mode_allow" (dig "extproc" "failure_mode_allow" false $config)
+  "processing_mode" $mode
+  "allow_mode_override" true
+  "status_on_error" (dict "code" 503)
+  "message_timeout" (printf "%.3fs" (divf $messageMs 1000))
+  "max_message_timeout" (printf "%ds" (max 60 (add (div $messageMs 1000) 1)))
+  "metadata_options" $metadata }}
+{{- toYaml (dict "name" "envoy.filters.http.ext_proc" "typed_config" $typed) }}
+{{- end }}
+
+{{/*
+Merged into the generated bootstrap with Envoy's --config-yaml: a listener on 0.0.0.0 that exposes
+only the admin interface's /ready (the admin itself stays on 127.0.0.1), for the kubelet's probes.
+*/}}
+{{- define "llm-extproc.envoyReadiness" -}}
+static_resources:
+  listeners:
+    - name: readiness
+      address:
+        socket_address: {address: 0.0.0.0, port_value: {{ int .Values.envoy.readinessPort }}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: readiness
+                route_config:
+                  virtual_hosts:
+                    - name: readiness
+                      domains: ["*"]
+                      routes:
+                        - match: {path: /ready}
+                          route: {cluster: envoy_admin}
+                        - match: {prefix: /}
+                          direct_response: {status: 404}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: envoy_admin
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: envoy_admin
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {address: 127.0.0.1, port_value: {{ int .Values.envoy.adminPort }}}
+{{- end }}
+
+{{/* The securityContext of every container: non-root, read-only root, no privileges. */}}
+{{- define "llm-extproc.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* env and envFrom of the llm-extproc image (the init container loads the config too). */}}
+{{- define "llm-extproc.env" -}}
+env:
+  - name: PYTHONDONTWRITEBYTECODE
+    value: "1"
+  - name: HOME
+    value: /tmp
+  {{- with .Values.server.env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .Values.server.envFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Checks the schema cannot express. */}}
+{{- define "llm-extproc.checks" -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.server.resources)) }}
+{{- fail "autoscaling.enabled needs server.resources.requests.cpu (the HPA targets its utilization)" }}
+{{- end }}
+{{- if not .Values.existingConfigMap }}
+{{- $grace := dig "extproc" "grace_seconds" 10 (.Values.config | default dict) }}
+{{- if gt (add (int .Values.shutdownDelaySeconds) 1 (ceil $grace | int)) (int .Values.terminationGracePeriodSeconds) }}
+{{- fail "terminationGracePeriodSeconds must cover shutdownDelaySeconds + 1 + config.extproc.grace_seconds" }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.mode "istio" }}
+{{- $podLabels := merge (dict) (include "llm-extproc.selectorLabels" . | fromYaml) .Values.podLabels }}
+{{- $selects := true }}
+{{- range $key, $value := .Values.istio.workloadSelector.labels }}
+{{- if ne (toString (get $podLabels $key)) (toString $value) }}
+{{- $selects = false }}
+{{- end }}
+{{- end }}
+{{- if and $selects (eq (default $.Release.Namespace .Values.istio.namespace) .Release.Namespace) }}
+{{- fail "istio.workloadSelector.labels select llm-extproc's own pods: ext_proc would call itself" }}
+{{- end }}
+{{- end }}
+{{- end }}

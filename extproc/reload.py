@@ -1,0 +1,169 @@
+"""Hot reload: rebuild the pipeline when the config file or a handler file changes on disk.
+
+A `Reloader` polls a fingerprint of the config file and every `.py` file under its folder: each
+file's resolved path and a hash of its content, so a Kubernetes ConfigMap update (the mounted
+folder's `..data` symlink swapped to a new timestamped folder, the visible names unchanged) is seen
+as well as an edit in place. The stat()s and reads run in a thread, off the event loop.
+
+A new pipeline replaces the old one for new requests only: a session keeps the pipeline it started
+with. A config or handler that fails to load is refused, with one log line naming the problem, and
+the old pipeline keeps serving. The cache (rate-limit counters) carries over unless its settings
+changed. SIGHUP (`request()`) forces a reload even when nothing seems to have changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from extproc import config as config_module
+from extproc import metrics
+from extproc import pipeline as pipeline_module
+from extproc.loader import HandlerError
+from extproc.pipeline import Pipeline
+
+log = logging.getLogger("extproc.reload")
+
+# Folders never holding handlers: hidden ones (`..data`, `.venv`, `.git`), caches, installed packages.
+_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "site-packages"})
+# Settings the running gRPC server was built with: a reload cannot change them.
+_RESTART_ONLY = ("listen", "max_request_bytes")
+Fingerprint = tuple[tuple[str, str, str], ...]
+
+
+def watched_files(config_path: Path) -> list[Path]:
+    """The config file and every `.py` file under its folder (symlinked files included)."""
+    files = [config_path]
+    for root, dirs, names in os.walk(config_path.parent):
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and d not in _SKIPPED_DIRS and not Path(root, d, "pyvenv.cfg").exists()
+        )
+        files += [Path(root, name) for name in sorted(names) if name.endswith(".py")]
+    return files
+
+
+def fingerprint(config_path: Path) -> Fingerprint:
+    """(path, resolved path, content hash) of every watched file; blocking: run it in a thread."""
+    entries = []
+    for path in watched_files(config_path):
+        real = os.path.realpath(path)
+        try:
+            digest = hashlib.blake2b(Path(real).read_bytes(), digest_size=16).hexdigest()
+        except OSError as exc:
+            digest = f"unreadable: {exc.strerror or exc}"
+        entries.append((str(path), real, digest))
+    return tuple(entries)
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, config_module.ConfigError | HandlerError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Reloader:
+    """Watches one config; `install` is called with each good new pipeline."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        current: Callable[[], Pipeline],
+        install: Callable[[Pipeline], None],
+        interval_s: float,
+    ) -> None:
+        self.path = config_path
+        self.interval_s = interval_s
+        self.reloads = 0
+        self.reload_failures = 0
+        self._current = current
+        self._install = install
+        self._seen: Fingerprint | None = None
+        self._forced = asyncio.Event()
+
+    async def prime(self) -> None:
+        """Take the fingerprint the running pipeline corresponds to."""
+        self._seen = await asyncio.to_thread(fingerprint, self.path)
+
+    def request(self) -> None:
+        """Reload at once, changed or not (SIGHUP)."""
+        self._forced.set()
+
+    async def run(self) -> None:
+        """Poll every `interval_s` (0: only on `request()`) until cancelled."""
+        if self._seen is None:
+            await self.prime()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s or None):
+                    await self._forced.wait()
+            forced = self._forced.is_set()
+            self._forced.clear()
+            try:
+                await self.check(forced)
+            except Exception:  # the watcher itself must never die
+                log.exception("reload check of %s failed", self.path)
+
+    async def check(self, force: bool = False) -> bool | None:
+        """Reload if the files changed: True when reloaded, False when refused, None when unchanged."""
+        seen = await asyncio.to_thread(fingerprint, self.path)
+        if seen == self._seen and not force:
+            return None
+        self._seen = seen  # a broken version is reported once, not at every poll
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Build a new pipeline from the files as they are now and install it, or keep the old one."""
+        old = self._current()
+        started = time.monotonic()
+        try:
+            config = config_module.load(self.path)
+            same_cache = config.sidecar.cache == old.config.sidecar.cache
+            new = pipeline_module.build(config, cache=old.cache if same_cache else None)
+        except (Exception, SystemExit) as exc:  # a handler's import may do anything
+            self.reload_failures += 1
+            metrics.RELOADS.labels("refused").inc()
+            log.error(
+                "reload refused, the previous config keeps serving: %s",
+                _problem(exc),
+                extra={"reload_failures": self.reload_failures},
+            )
+            return False
+        self._install(new)
+        self.reloads += 1
+        metrics.RELOADS.labels("ok").inc()
+        callbacks = ", ".join(config.callbacks) or "none"
+        log.info(
+            "reloaded %s in %.0f ms: callbacks %s%s",
+            self.path,
+            (time.monotonic() - started) * 1000,
+            callbacks,
+            "" if same_cache else "; cache settings changed: a new cache (counters start again)",
+            extra={"reloads": self.reloads},
+        )
+        self._notes(old, new)
+        return True
+
+    @staticmethod
+    def _notes(old: Pipeline, new: Pipeline) -> None:
+        """What a reload cannot do by itself: settings of the running server, Envoy's own config."""
+        before, after = old.config.sidecar, new.config.sidecar
+        stale = [name for name in _RESTART_ONLY if getattr(before, name) != getattr(after, name)]
+        if stale:
+            log.warning("extproc.%s changed: takes effect only at the next restart", ", extproc.".join(stale))
+        if old.request_mode != new.request_mode:
+            log.warning(
+                "the hooks now need other Envoy phases (%s, was %s): regenerate Envoy's config if it "
+                "was generated from the old one (llm-extproc envoy-config)",
+                new.request_mode,
+                old.request_mode,
+            )
+        if before.log_level != after.log_level:
+            logging.getLogger().setLevel(after.log_level.upper())

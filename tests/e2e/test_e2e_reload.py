@@ -1,0 +1,79 @@
+"""Hot reload through a real Envoy: edit the handler next to the running sidecar's config."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+DEADLINE_S = 15.0
+CONFIG = "litellm_settings:\n  callbacks: reload_h.proxy_handler_instance\n"
+HANDLER = """
+from extproc import CustomLogger
+
+class H(CustomLogger):
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        data["model"] = "{model}"
+        return data
+
+proxy_handler_instance = H()
+"""
+CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def write(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(textwrap.dedent(text))
+    os.replace(temporary, path)
+
+
+def poll(probe, what: str):
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {DEADLINE_S} s: {what}")
+        time.sleep(0.05)
+
+
+def answer_model(stack) -> str:
+    response = stack.http.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 200, response.text
+    return str(response.json()["model"])
+
+
+def sidecar_log_lines(stack) -> list[dict]:
+    lines = []
+    for line in stack.sidecar_log().splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_an_edited_handler_takes_over_and_a_broken_one_is_refused(e2e_stack):
+    stack = e2e_stack(CONFIG, {"reload_h.py": HANDLER.format(model="first-model")})
+    assert answer_model(stack) == "first-model"
+    handler = stack.folder / "reload_h.py"
+    write(handler, HANDLER.format(model="second-model"))
+    poll(lambda: answer_model(stack) == "second-model", "Envoy's requests reach the edited handler")
+    assert stack.mock_last()["json"]["model"] == "second-model"
+
+    write(handler, "this is not python\n")
+    refused = poll(
+        lambda: [e for e in sidecar_log_lines(stack) if "reload refused" in e["message"]],
+        "the refusal in the sidecar's JSON log",
+    )
+    assert refused[0]["level"] == "error"
+    assert "reload_h.py" in refused[0]["message"]
+    for _ in range(3):
+        assert answer_model(stack) == "second-model"  # the previous pipeline keeps serving
+    reloaded = [e for e in sidecar_log_lines(stack) if e["message"].startswith("reloaded ")]
+    assert len(reloaded) == 1
+    assert reloaded[0]["logger"] == "extproc.reload"
