@@ -38,6 +38,22 @@ class HandlerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """`extproc.tls`: TLS on the sidecar's TCP listeners; mTLS when `client_ca_file` is set.
+
+    The `envoy_*`/`server_*` files are what the generated Envoy config uses to reach the sidecar.
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    server_ca_file: str | None = None
+    server_name: str = "llm-extproc"
+    envoy_cert_file: str | None = None
+    envoy_key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CacheSettings:
     """`extproc.cache`: where `DualCache` shares state across replicas (none: in-process only)."""
 
@@ -63,6 +79,8 @@ class SidecarSettings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     routing: bool = False
     metrics_listen: str | None = None
+    tls: TlsSettings | None = None
+    handler_paths: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +123,8 @@ _SIDECAR_KEYS = {
     "cache",
     "routing",
     "metrics_listen",
+    "tls",
+    "handler_paths",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 ENV_PREFIX = "os.environ/"
@@ -197,6 +217,24 @@ def _handler_policies(raw: dict[str, Any]) -> dict[str, HandlerPolicy]:
     return policies
 
 
+def _tls(value: Any) -> TlsSettings | None:
+    if value is None:
+        return None
+    raw = _mapping(value, "extproc.tls")
+    known = {f for f in TlsSettings.__dataclass_fields__}
+    for key in raw.keys() - known:
+        raise ConfigError(f"extproc.tls.{key}: unknown key (expected one of {', '.join(sorted(known))})")
+    for key in ("cert_file", "key_file"):
+        if not isinstance(raw.get(key), str):
+            raise ConfigError(f"extproc.tls.{key}: required")
+    for key, path in raw.items():
+        if key.endswith("_file") and not Path(str(path)).is_file():
+            raise ConfigError(f"extproc.tls.{key}: {path} is not a readable file")
+    if (raw.get("envoy_cert_file") is None) != (raw.get("envoy_key_file") is None):
+        raise ConfigError("extproc.tls: envoy_cert_file and envoy_key_file go together")
+    return TlsSettings(**{k: str(v) for k, v in raw.items()})
+
+
 def _metrics_listen(value: Any) -> str | None:
     if value is None:
         return None
@@ -224,7 +262,18 @@ def _cache(raw: dict[str, Any]) -> CacheSettings:
     return CacheSettings(url, mode, _int(raw.get("timeout_ms", 250), "extproc.cache.timeout_ms"))
 
 
-def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
+def _handler_paths(value: Any, base: Path) -> tuple[Path, ...]:
+    items = [value] if isinstance(value, str) else (value or [])
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError("extproc.handler_paths: expected a folder or a list of folders")
+    paths = tuple((base / item).resolve() for item in items)
+    for path in paths:
+        if not path.is_dir():
+            raise ConfigError(f"extproc.handler_paths: {path} is not a folder")
+    return paths
+
+
+def _sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> SidecarSettings:
     defaults = SidecarSettings()
     for key in raw.keys() - _SIDECAR_KEYS:
         warnings.append(f"extproc.{key}: unknown key, ignored")
@@ -256,6 +305,8 @@ def _sidecar(raw: dict[str, Any], warnings: list[str]) -> SidecarSettings:
         cache=_cache(_mapping(raw.get("cache"), "extproc.cache")),
         routing=_bool(raw.get("routing", False), "extproc.routing"),
         metrics_listen=_metrics_listen(raw.get("metrics_listen")),
+        tls=_tls(raw.get("tls")),
+        handler_paths=_handler_paths(raw.get("handler_paths"), base),
     )
 
 
@@ -297,7 +348,7 @@ def parse(raw: Any, path: Path) -> Config:
     warnings += [f"litellm_settings.{k}: not used by llm-extproc" for k in litellm.keys() - _LITELLM_USED]
     warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
     callbacks = _callbacks(litellm.get("callbacks"))
-    sidecar = _sidecar(_mapping(doc.get("extproc"), "extproc"), warnings)
+    sidecar = _sidecar(_mapping(doc.get("extproc"), "extproc"), warnings, path.parent)
     warnings += [
         f"extproc.handlers.{ref}: not a configured callback"
         for ref in sidecar.handlers.keys() - set(callbacks)

@@ -316,6 +316,32 @@ def _cluster(name: str, address: dict[str, Any], buffer_limit: int, http2: bool)
     return cluster
 
 
+def _sidecar_cluster(pipeline: Pipeline, sidecar: str, buffer_limit: int) -> dict[str, Any]:
+    """The sidecar's cluster; over TCP with `extproc.tls`, Envoy verifies it and (mTLS) shows its own cert."""
+    cluster = _cluster(SIDECAR_CLUSTER, _address(sidecar), buffer_limit, http2=True)
+    tls = pipeline.config.sidecar.tls
+    if tls is None or sidecar.startswith("unix:"):
+        return cluster
+    common: dict[str, Any] = {"alpn_protocols": ["h2"]}
+    if tls.server_ca_file:
+        common["validation_context"] = {
+            "trusted_ca": {"filename": tls.server_ca_file},
+            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls.server_name}}],
+        }
+    if tls.envoy_cert_file and tls.envoy_key_file:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": tls.envoy_cert_file},
+                "private_key": {"filename": tls.envoy_key_file},
+            }
+        ]
+    cluster["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": TLS_TYPE, "sni": tls.server_name, "common_tls_context": common},
+    }
+    return cluster
+
+
 def _upstream_cluster(name: str, upstream: Upstream, buffer_limit: int) -> dict[str, Any]:
     address = {"socket_address": {"address": upstream.host, "port_value": upstream.port}}
     cluster = _cluster(name, address, buffer_limit, http2=False)
@@ -355,7 +381,7 @@ def bootstrap(
         ],
     }
     clusters = [
-        _cluster(SIDECAR_CLUSTER, _address(sidecar), limit + _GRPC_SLACK, http2=True),
+        _sidecar_cluster(pipeline, sidecar, limit + _GRPC_SLACK),
         _upstream_cluster(UPSTREAM_CLUSTER, target, limit),
     ]
     seen = set()

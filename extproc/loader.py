@@ -51,47 +51,52 @@ def _load_file(module_name: str, path: Path) -> ModuleType:
     return module
 
 
-def import_module(module_name: str, folder: Path) -> ModuleType:
-    """A file under `folder` wins (re-read on every call, for reloads); else an installed module."""
-    path = _module_file(folder, module_name)
-    folder_entry = str(folder)
-    if folder_entry not in sys.path:
-        # Handler files import their siblings, as they do next to LiteLLM's config.
-        sys.path.insert(0, folder_entry)
-    try:
-        if path is not None:
+BUILTIN_PACKAGE = "handlers"
+
+
+def import_module(module_name: str, folders: tuple[Path, ...]) -> ModuleType:
+    """A handler module, only from the configured folders (a file there is re-read on every load, for
+    reloads) or the built-in `handlers` package: never whatever else happens to be importable."""
+    for folder in folders:
+        path = _module_file(folder, module_name)
+        if path is None:
+            continue
+        if str(folder) not in sys.path:
+            # Handler files import their siblings, as next to LiteLLM's config; appended, so a file in the
+            # folder can never shadow the standard library or an installed package.
+            sys.path.append(str(folder))
+        try:
             return _load_file(module_name, path)
-        return importlib.import_module(module_name)
-    except HandlerError:
-        raise
-    except ModuleNotFoundError as exc:
-        if path is not None or not module_name.startswith(exc.name or "\0"):
-            raise HandlerError(
-                f"{path or module_name}: failed to import: ModuleNotFoundError: {exc}"
-            ) from exc
-        raise HandlerError(
-            f"module {module_name!r} not found (looked for {folder}/{module_name.replace('.', '/')}.py "
-            f"and installed packages): {exc}"
-        ) from None
-    except Exception as exc:
-        where = path or module_name
-        raise HandlerError(f"{where}: failed to import: {type(exc).__name__}: {exc}") from exc
+        except HandlerError:
+            raise
+        except Exception as exc:
+            raise HandlerError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    if module_name == BUILTIN_PACKAGE or module_name.startswith(BUILTIN_PACKAGE + "."):
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            raise HandlerError(f"module {module_name!r} is not a built-in handler") from None
+    looked = ", ".join(f"{folder}/{module_name.replace('.', '/')}.py" for folder in folders)
+    raise HandlerError(
+        f"module {module_name!r} not found (looked for {looked}; handler modules load only from the "
+        f"config's folder, extproc.handler_paths and the built-in {BUILTIN_PACKAGE} package)"
+    )
 
 
-def _attribute(module: ModuleType, module_name: str, attribute: str, folder: Path) -> object:
+def _attribute(module: ModuleType, module_name: str, attribute: str, folders: tuple[Path, ...]) -> object:
     try:
         return getattr(module, attribute)
     except AttributeError:
         pass
     try:  # `handlers.rate_limiter`: a submodule not imported yet
-        return import_module(f"{module_name}.{attribute}", folder)
+        return import_module(f"{module_name}.{attribute}", folders)
     except HandlerError:
         raise HandlerError(f"module {module_name!r} has no {attribute!r}") from None
 
 
 def resolve(
     reference: str,
-    folder: Path,
+    folders: tuple[Path, ...],
     modules: dict[str, ModuleType] | None = None,
     options: dict[str, Any] | None = None,
 ) -> object:
@@ -109,9 +114,9 @@ def resolve(
         )
     modules = {} if modules is None else modules
     if module_name not in modules:
-        modules[module_name] = import_module(module_name, folder)
+        modules[module_name] = import_module(module_name, folders)
     try:
-        target = _attribute(modules[module_name], module_name, attribute, folder)
+        target = _attribute(modules[module_name], module_name, attribute, folders)
     except HandlerError as exc:
         raise HandlerError(f"callback {reference!r}: {exc}") from None
     if isinstance(target, ModuleType):
@@ -129,8 +134,8 @@ def resolve(
 
 
 def load_handlers(
-    references: tuple[str, ...], folder: Path, options: dict[str, dict[str, Any]] | None = None
+    references: tuple[str, ...], folders: tuple[Path, ...], options: dict[str, dict[str, Any]] | None = None
 ) -> list[LoadedHandler]:
     modules: dict[str, ModuleType] = {}
     options = options or {}
-    return [LoadedHandler(ref, resolve(ref, folder, modules, options.get(ref))) for ref in references]
+    return [LoadedHandler(ref, resolve(ref, folders, modules, options.get(ref))) for ref in references]

@@ -82,7 +82,7 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     """Load the handlers a config names and validate them; raises ConfigError or HandlerError."""
     settings = config.sidecar
     options = {ref: policy.options for ref, policy in settings.handlers.items() if policy.options}
-    handlers = load_handlers(config.callbacks, config.folder, options)
+    handlers = load_handlers(config.callbacks, (config.folder, *settings.handler_paths), options)
     chain = HookChain(handlers, settings.hook_timeout_ms / 1000, settings.handlers)
     router = Router(config.model_list) if settings.routing else None
     if router is not None and not router.targets:

@@ -58,6 +58,18 @@ class Sidecar:
         pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(self.current), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
 
+    @property
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        """TLS for TCP listeners when configured (mTLS with a client CA); unix sockets stay plain."""
+        tls = self.pipeline.config.sidecar.tls
+        if tls is None:
+            return None
+        client_ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+        pair = (Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=client_ca, require_client_auth=bool(client_ca)
+        )
+
     def current(self) -> Pipeline:
         return self.pipeline
 
@@ -85,6 +97,10 @@ class Sidecar:
                     path.unlink()  # a stale socket from a previous run
                 self._server.add_insecure_port(address)
                 self.addresses.append(address)
+            elif self._credentials is not None:
+                port = self._server.add_secure_port(address, self._credentials)
+                host = address.rpartition(":")[0]
+                self.addresses.append(f"{host}:{port}")
             else:
                 port = self._server.add_insecure_port(address)
                 host = address.rpartition(":")[0]

@@ -180,10 +180,10 @@ def test_bad_options_name_the_option(options: dict[str, Any], fragment: str) -> 
 
 def test_the_loader_names_the_handler_and_the_option(tmp_path: Any) -> None:
     with pytest.raises(HandlerError, match=r"handlers\.pii.*entities\.email: 'erase'"):
-        resolve("handlers.pii", tmp_path, options={"entities": {"email": "erase"}})
+        resolve("handlers.pii", (tmp_path,), options={"entities": {"email": "erase"}})
     with pytest.raises(HandlerError, match=r"handlers\.pii.*unexpected keyword argument 'entitys'"):
-        resolve("handlers.pii", tmp_path, options={"entitys": {}})
-    assert isinstance(resolve("handlers.pii", tmp_path, options={"responses": True}), Handler)
+        resolve("handlers.pii", (tmp_path,), options={"entitys": {}})
+    assert isinstance(resolve("handlers.pii", (tmp_path,), options={"responses": True}), Handler)
 
 
 def test_answer_hooks_exist_only_with_responses() -> None:

@@ -333,3 +333,41 @@ def test_every_documented_extproc_key_is_known(tmp_path):
 def test_cache_settings_errors(tmp_path, text, fragment):
     with pytest.raises(ConfigError, match=fragment):
         config.load(write(tmp_path, "c.yaml", text))
+
+
+def test_handlers_load_only_from_configured_paths(tmp_path):
+    # an importable module that is not in the config's folder, handler_paths or the built-ins is refused
+    path = write(tmp_path, "config.yaml", "litellm_settings: {callbacks: json.dumps}")
+    with pytest.raises(HandlerError, match="handler modules load only from the config's folder"):
+        pipeline.load(path)
+    # a folder named in extproc.handler_paths is searched (relative to the config's folder)
+    write(tmp_path, "plugins/extra.py", HANDLER)
+    path = write(
+        tmp_path,
+        "config.yaml",
+        """
+        litellm_settings: {callbacks: extra.proxy_handler_instance}
+        extproc: {handler_paths: [plugins]}
+    """,
+    )
+    assert len(pipeline.load(path).chain.pre_call_hooks) == 1
+
+
+def test_a_handler_folder_cannot_shadow_the_standard_library(tmp_path):
+    import json
+    import sys
+
+    write(tmp_path, "json.py", "raise RuntimeError('shadowed')\n")
+    write(tmp_path, "custom_callbacks.py", HANDLER)
+    path = write(
+        tmp_path, "config.yaml", "litellm_settings: {callbacks: custom_callbacks.proxy_handler_instance}"
+    )
+    pipeline.load(path)
+    stdlib = str(Path(json.__file__).parent.parent)
+    assert sys.path.index(str(tmp_path)) > sys.path.index(stdlib)
+    del sys.modules["json"]
+    try:
+        import json as reimported
+    finally:
+        sys.modules["json"] = json
+    assert reimported.__file__ == json.__file__
