@@ -157,6 +157,8 @@ class DevStack:
         return f"unix:{self.socket_path}"
 
     def start(self) -> DevStack:
+        if self.children:
+            raise StackError("this stack is started already (the `with` block starts it)")
         atexit.register(self.stop)
         try:
             saved_path = list(sys.path)
