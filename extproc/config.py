@@ -81,6 +81,8 @@ class SidecarSettings:
     metrics_listen: str | None = None
     tls: TlsSettings | None = None
     handler_paths: tuple[Path, ...] = ()
+    # Set: one ext_proc message per request (no request-headers message); only these headers reach hooks.
+    forward_headers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,7 @@ _SIDECAR_KEYS = {
     "metrics_listen",
     "tls",
     "handler_paths",
+    "forward_headers",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 ENV_PREFIX = "os.environ/"
@@ -262,6 +265,16 @@ def _cache(raw: dict[str, Any]) -> CacheSettings:
     return CacheSettings(url, mode, _int(raw.get("timeout_ms", 250), "extproc.cache.timeout_ms"))
 
 
+def _forward_headers(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and ":" not in v for v in value):
+        raise ConfigError("extproc.forward_headers: expected a list of header names")
+    return tuple(
+        dict.fromkeys(["content-type", "content-encoding", "x-request-id", *(v.lower() for v in value)])
+    )
+
+
 def _handler_paths(value: Any, base: Path) -> tuple[Path, ...]:
     items = [value] if isinstance(value, str) else (value or [])
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -307,6 +320,7 @@ def _sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> SidecarSet
         metrics_listen=_metrics_listen(raw.get("metrics_listen")),
         tls=_tls(raw.get("tls")),
         handler_paths=_handler_paths(raw.get("handler_paths"), base),
+        forward_headers=_forward_headers(raw.get("forward_headers")),
     )
 
 

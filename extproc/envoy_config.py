@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.decisions import BodyMode
-from extproc.endpoints import ENDPOINT_REGEX
+from extproc.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
 from extproc.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 from extproc.routing import DEPLOYMENT_HEADER, Target
+from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE
 
 METADATA_NAMESPACE = "llm_extproc"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
@@ -35,6 +36,7 @@ HCM_TYPE = f"{_TYPE}.filters.network.http_connection_manager.v3.HttpConnectionMa
 EXT_PROC_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExternalProcessor"
 EXT_PROC_PER_ROUTE_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute"
 ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
+HEADER_TO_METADATA_TYPE = f"{_TYPE}.filters.http.header_to_metadata.v3.Config"
 HTTP_OPTIONS_TYPE = f"{_TYPE}.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
 FILE_LOG_TYPE = f"{_TYPE}.access_loggers.file.v3.FileAccessLog"
@@ -76,8 +78,9 @@ def _duration_ms(ms: int) -> str:
 
 def processing_mode(pipeline: Pipeline) -> dict[str, str]:
     mode = pipeline.request_mode
+    one_message = pipeline.config.sidecar.forward_headers is not None
     return {
-        "request_header_mode": "SEND",
+        "request_header_mode": "SKIP" if one_message else "SEND",
         "request_body_mode": mode.request_body.name,
         "response_header_mode": "SEND" if mode.response_headers else "SKIP",
         "response_body_mode": BodyMode.NONE.name,
@@ -91,8 +94,11 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
     settings = pipeline.config.sidecar
     message_timeout_ms = settings.hook_timeout_ms + _MESSAGE_TIMEOUT_MARGIN_MS
     metadata: dict[str, Any] = {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}}
-    if settings.auth.namespaces:
-        metadata["forwarding_namespaces"] = {"untyped": list(settings.auth.namespaces)}
+    forwarded = list(settings.auth.namespaces)
+    if settings.forward_headers is not None:
+        forwarded.append(FORWARDED_HEADERS_NAMESPACE)
+    if forwarded:
+        metadata["forwarding_namespaces"] = {"untyped": forwarded}
     return {
         "name": EXT_PROC_FILTER,
         "typed_config": {
@@ -118,13 +124,13 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
     action: dict[str, Any] = {"cluster": UPSTREAM_CLUSTER, "timeout": "0s"}
     if upstream is not None:
         action["host_rewrite_literal"] = upstream.authority
-    llm_route: dict[str, Any] = {
-        "name": "llm_api",
-        "match": {"safe_regex": {"regex": ENDPOINT_REGEX}},
-        "route": action,
-    }
+    llm_routes: list[dict[str, Any]] = [
+        {"name": "llm_api", "match": {"safe_regex": {"regex": ENDPOINT_REGEX}}, "route": action}
+    ]
     if not pipeline.needs_sidecar:
-        llm_route["typed_per_filter_config"] = _disabled()
+        llm_routes[0]["typed_per_filter_config"] = _disabled()
+    elif pipeline.config.sidecar.forward_headers is not None:
+        llm_routes = one_message_routes(action)
     deployment_routes = [
         {
             "name": f"deployment_{target.id}",
@@ -146,8 +152,50 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
         "route": action,
         "typed_per_filter_config": _disabled(),
     }
-    routes = [*deployment_routes, llm_route, other]
+    routes = [*deployment_routes, *llm_routes, other]
     return {"name": "llm", "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}]}
+
+
+def one_message_routes(action: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST-only routes per endpoint, each naming its endpoint in the ext_proc stream's initial metadata
+    (the request-headers message, which would have carried `:path`, is not sent)."""
+    return [
+        {
+            "name": f"llm_{suffix.strip('/').replace('/', '_')}",
+            "match": {
+                "safe_regex": {"regex": rf"^(/v1)?{suffix}/?$"},
+                "headers": [{"name": ":method", "string_match": {"exact": "POST"}}],
+            },
+            "route": action,
+            "typed_per_filter_config": {
+                EXT_PROC_FILTER: {
+                    "@type": EXT_PROC_PER_ROUTE_TYPE,
+                    "overrides": {"grpc_initial_metadata": [{"key": ENDPOINT_METADATA_KEY, "value": suffix}]},
+                }
+            },
+        }
+        for suffix in ENDPOINT_PATHS
+    ]
+
+
+def header_to_metadata_filter(headers: tuple[str, ...]) -> dict[str, Any]:
+    """Copies the headers hooks may read into dynamic metadata that Envoy forwards with the body message."""
+    rules = [
+        {
+            "header": header,
+            "remove": False,
+            "on_header_present": {
+                "metadata_namespace": FORWARDED_HEADERS_NAMESPACE,
+                "key": header,
+                "type": "STRING",
+            },
+        }
+        for header in headers
+    ]
+    return {
+        "name": "envoy.filters.http.header_to_metadata",
+        "typed_config": {"@type": HEADER_TO_METADATA_TYPE, "request_rules": rules},
+    }
 
 
 def deployment_clusters(pipeline: Pipeline) -> list[tuple[Target, str, str]]:
@@ -353,6 +401,11 @@ def _upstream_cluster(name: str, upstream: Upstream, buffer_limit: int) -> dict[
     return cluster
 
 
+def _forwarding_filters(pipeline: Pipeline) -> list[dict[str, Any]]:
+    forward = pipeline.config.sidecar.forward_headers
+    return [header_to_metadata_filter(forward)] if forward is not None and pipeline.needs_sidecar else []
+
+
 def bootstrap(
     pipeline: Pipeline,
     *,
@@ -376,6 +429,7 @@ def bootstrap(
         "local_reply_config": local_replies(pipeline),
         "route_config": route_config(pipeline, target),
         "http_filters": [
+            *_forwarding_filters(pipeline),
             ext_proc_filter(pipeline),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],

@@ -153,6 +153,18 @@ class Session:
             return await self._request(b"")
         return Continue(mode=pipeline.request_mode)
 
+    async def request_without_headers(
+        self, endpoint: str, headers: Headers, metadata: dict[str, Any], body: bytes, end_of_stream: bool
+    ) -> Decision:
+        """One-message mode: the request-headers message was skipped; the route named the endpoint and the
+        headers hooks may read came as forwarded metadata. Then the body, as usual."""
+        first = await self.request_headers({":path": endpoint, ":method": "POST", **headers}, False, metadata)
+        if isinstance(first, Reply):
+            return first
+        if self.passthrough:
+            return CONTINUE
+        return await self.request_body(body, end_of_stream)
+
     async def request_body(self, body: bytes, end_of_stream: bool) -> Decision:
         if self.passthrough or self.endpoint is None:
             return CONTINUE

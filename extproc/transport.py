@@ -26,7 +26,7 @@ from extproc.decisions import Continue, Decision, Deferred, Mode, Reply
 from extproc.errors import envelope
 from extproc.pipeline import Pipeline
 from extproc.session import Session
-from extproc.types import Headers
+from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE, Headers
 
 log = logging.getLogger("extproc.transport")
 
@@ -198,14 +198,20 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
         outbox = StreamOutbox(context)
-        session = Session(self._current(), outbox)
+        pipeline = self._current()
+        session = Session(pipeline, outbox)
+        endpoint = None
+        if pipeline.config.sidecar.forward_headers is not None:
+            endpoint = next(
+                (v for k, v in context.invocation_metadata() or () if k == ENDPOINT_METADATA_KEY), None
+            )
         metrics.IN_FLIGHT.inc()
         try:
             while not outbox.closed:
                 request = await context.read()
                 if request is grpc.aio.EOF:
                     return
-                response = await self._answer(session, request)
+                response = await self._answer(session, request, endpoint)
                 if response is not None:
                     await outbox.write(response)
         except asyncio.CancelledError:
@@ -215,15 +221,28 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             metrics.IN_FLIGHT.dec()
             session.close()
 
-    async def _answer(self, session: Session, request: Any) -> Any:
+    async def _answer(self, session: Session, request: Any, endpoint: str | None) -> Any:
         phase = request.WhichOneof("request")
         metrics.phase(phase)
         try:
-            decision = await self._dispatch(session, phase, request)
+            if phase == "request_body" and endpoint is not None and session.endpoint is None:
+                decision = await self._first_body(session, request, endpoint)
+            else:
+                decision = await self._dispatch(session, phase, request)
             return encode(phase, decision)
         except Exception:
             log.exception("request %s: unexpected error in phase %s", session.request_id, phase)
             return immediate(Reply(500, _INTERNAL_ERROR.body, details="llm-extproc_internal_error"))
+
+    async def _first_body(self, session: Session, request: Any, endpoint: str) -> Decision:
+        """One-message mode: no request-headers message came; its contents come with the body."""
+        forwarded = request.metadata_context.filter_metadata.get(FORWARDED_HEADERS_NAMESPACE)
+        headers = {k: v.string_value for k, v in forwarded.fields.items()} if forwarded is not None else {}
+        namespaces = session.pipeline.config.sidecar.auth.namespaces
+        message = request.request_body
+        return await session.request_without_headers(
+            endpoint, headers, _metadata(request, namespaces), message.body, message.end_of_stream
+        )
 
     async def _dispatch(self, session: Session, phase: str | None, request: Any) -> Decision:
         if phase == "request_headers":

@@ -34,3 +34,10 @@ class HookKind(StrEnum):
     LOG_PRE_API_CALL = "async_log_pre_api_call"
     LOG_SUCCESS = "async_log_success_event"
     LOG_FAILURE = "async_log_failure_event"
+
+
+# One-message mode (`extproc.forward_headers`): how the sidecar learns what the request-headers message
+# would have told it. Envoy names the endpoint in the gRPC stream's initial metadata (per route), and an
+# earlier filter copies the listed headers into this dynamic metadata namespace, sent with every message.
+ENDPOINT_METADATA_KEY = "x-llm-endpoint"
+FORWARDED_HEADERS_NAMESPACE = "llm_extproc.request"

@@ -174,13 +174,16 @@ def test_the_documented_rate_limit_filter_validates_after_ext_proc(tmp_path):
 
 
 def test_routing_gives_each_api_base_a_cluster_and_a_header_route(tmp_path):
-    built = build(tmp_path, """
+    built = build(
+        tmp_path,
+        """
         model_list:
           - {model_name: gpt-4o, litellm_params: {model: gpt-4o, api_base: "http://10.0.0.1:8000"}, model_info: {id: east}}
           - {model_name: gpt-4o, litellm_params: {model: gpt-4o, api_base: "https://west.example.com"}, model_info: {id: west}}
           - {model_name: mini, litellm_params: {model: mini}}
         extproc: {routing: true}
-    """)
+    """,
+    )
     bootstrap = generate(built)
     hcm, _ = ext_proc(bootstrap)
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
@@ -192,3 +195,16 @@ def test_routing_gives_each_api_base_a_cluster_and_a_header_route(tmp_path):
     assert "transport_socket" in clusters[routes[1]["route"]["cluster"]]
     result = validate(tmp_path, bootstrap)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_one_message_mode_skips_request_headers_and_validates(tmp_path):
+    built = build(tmp_path, "general_settings: {enforce_user_param: true}\nextproc: {forward_headers: [authorization]}")
+    bootstrap = generate(built)
+    hcm, filter_config = ext_proc(bootstrap)
+    assert filter_config["processing_mode"]["request_header_mode"] == "SKIP"
+    assert "llm_extproc.request" in filter_config["metadata_options"]["forwarding_namespaces"]["untyped"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names.index("envoy.filters.http.header_to_metadata") < names.index(envoy_config.EXT_PROC_FILTER)
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert len([r for r in routes if r["name"].startswith("llm_")]) == 6
+    assert validate(tmp_path, bootstrap).returncode == 0

@@ -1,0 +1,85 @@
+"""One message per request (`extproc.forward_headers`): no request-headers message, through a real Envoy."""
+
+import hashlib
+import json
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+litellm_settings: {callbacks: [h.h]}
+general_settings: {enforce_user_param: true}
+extproc:
+  forward_headers: [authorization, x-team-id]
+  auth: {headers: {team_id: x-team-id}}
+"""
+HANDLER = """
+import json, pathlib
+from extproc import CustomLogger
+
+SEEN = pathlib.Path(__file__).with_name("seen.jsonl")
+
+class H(CustomLogger):
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        with SEEN.open("a") as out:
+            out.write(json.dumps({"call_type": call_type, "key": user_api_key_dict.api_key,
+                                  "team": user_api_key_dict.team_id, "call_id": data["litellm_call_id"],
+                                  "headers": data["metadata"]["headers"]}) + "\\n")
+        data["model"] = "my-new-model"
+        return data
+
+h = H()
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(e2e_stack):
+    return e2e_stack(CONFIG, {"h.py": HANDLER})
+
+
+def seen(stack):
+    path = stack.stack.config_path.with_name("seen.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_message_carries_endpoint_and_forwarded_headers(stack, request_id):
+    headers = {
+        "authorization": "Bearer sk-one",
+        "x-team-id": "team-7",
+        "x-request-id": request_id,
+        "x-other": "o",
+    }
+    for path, body, call_type in (
+        (
+            "/v1/chat/completions",
+            {"model": "m", "user": "u", "messages": [{"role": "user", "content": "hi"}]},
+            "completion",
+        ),
+        ("/embeddings", {"model": "m", "user": "u", "input": "x"}, "embeddings"),
+    ):
+        response = stack.http.post(path, json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert stack.mock_last()["json"]["model"] == "my-new-model"
+        last = seen(stack)[-1]
+        assert last["call_type"] == call_type
+        assert last["key"] == hashlib.sha256(b"sk-one").hexdigest() and last["team"] == "team-7"
+        assert last["call_id"] == request_id
+        assert "x-other" not in last["headers"]  # only forwarded headers reach hooks in this mode
+        assert "authorization" not in last["headers"]
+    entry = stack.access_entry(request_id)
+    assert entry["ext_proc_timing"].startswith("rb:") and "rh:" not in entry["ext_proc_timing"]
+
+
+def test_checks_still_apply_without_the_headers_message(stack):
+    response = stack.http.post("/v1/chat/completions", json={"model": "m", "messages": []})
+    assert response.status_code == 401  # enforce_user_param
+    response = stack.http.post("/v1/chat/completions", content=b"x", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+
+
+def test_other_methods_and_paths_never_reach_the_sidecar(stack):
+    before = stack.stat("http.llm.ext_proc.streams_started")
+    assert stack.http.get("/v1/chat/completions").status_code == 200  # the mock's echo
+    assert stack.http.get("/v1/models").status_code == 200
+    assert stack.stat("http.llm.ext_proc.streams_started") == before
