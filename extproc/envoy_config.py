@@ -211,113 +211,56 @@ def deployment_clusters(pipeline: Pipeline) -> list[tuple[Target, str, str]]:
     return out
 
 
+def _status_is(status: int, runtime_key: str) -> dict[str, Any]:
+    value = {"default_value": status, "runtime_key": runtime_key}
+    return {"status_code_filter": {"comparison": {"op": "EQ", "value": value}}}
+
+
+def _envelope(status: int, message: str, kind: str, param: str | None) -> dict[str, Any]:
+    """The OpenAI error envelope as Envoy's local reply body; `code` written as a string on purpose
+    (Envoy would type a lone %RESPONSE_CODE% as a number)."""
+    error = {"message": message, "type": kind, "param": param, "code": str(status)}
+    return {"content_type": "application/json", "json_format": {"error": error}}
+
+
 def local_replies(pipeline: Pipeline) -> dict[str, Any]:
-    """Envoy's own error replies in the OpenAI envelope: body too large, upstream unreachable."""
+    """Envoy's own error replies in the OpenAI envelope: a body too large, the upstream or the sidecar
+    unreachable. The sidecar's own answers always carry its metadata, so a reply without it is Envoy's."""
     limit = pipeline.config.sidecar.max_request_bytes
     too_large = {
-        "filter": {
-            "status_code_filter": {
-                "comparison": {
-                    "op": "EQ",
-                    "value": {"default_value": 413, "runtime_key": "llm_extproc.local_reply.413"},
-                }
-            }
-        },
-        "body_format_override": {
-            "content_type": "application/json",
-            "json_format": {
-                "error": {
-                    "message": f"Request body too large: the limit is {limit} bytes",
-                    "type": "invalid_request_error",
-                    "param": "request_body",
-                    "code": "413",
-                }
-            },
-        },
+        "filter": _status_is(413, "llm_extproc.local_reply.413"),
+        "body_format_override": _envelope(
+            413,
+            f"Request body too large: the limit is {limit} bytes",
+            "invalid_request_error",
+            "request_body",
+        ),
     }
-    # One mapper per status: Envoy would type a lone %RESPONSE_CODE% as a number, the envelope wants a string.
     upstream_failed = [
         {
-            "filter": {
-                "and_filter": {
-                    "filters": [
-                        {
-                            "status_code_filter": {
-                                "comparison": {
-                                    "op": "EQ",
-                                    "value": {
-                                        "default_value": status,
-                                        "runtime_key": f"llm_extproc.local_reply.{status}",
-                                    },
-                                }
-                            }
-                        },
-                        {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
-                    ]
-                }
-            },
-            "body_format_override": {
-                "content_type": "application/json",
-                "json_format": {
-                    "error": {
-                        "message": "%LOCAL_REPLY_BODY%",
-                        "type": "internal_server_error",
-                        "param": None,
-                        "code": str(status),
-                    }
-                },
-            },
+            "filter": {"and_filter": {"filters": [
+                _status_is(status, f"llm_extproc.local_reply.{status}"),
+                {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
+            ]}},
+            "body_format_override": _envelope(status, "%LOCAL_REPLY_BODY%", "internal_server_error", None),
         }
         for status in (502, 503, 504)
-    ]
-    # The sidecar unreachable, failing or too slow: Envoy's own 503/504 with an empty body. The sidecar's
-    # own answers always carry its metadata, so a reply without it is Envoy's.
+    ]  # fmt: skip
+    without_sidecar_metadata = {"metadata_filter": {"match_if_key_not_found": True, "matcher": {
+        "filter": METADATA_NAMESPACE, "path": [{"key": "verdict"}],
+        "value": {"string_match": {"safe_regex": {"regex": "^$"}}}}}}  # fmt: skip
     sidecar_failed = [
         {
-            "filter": {
-                "and_filter": {
-                    "filters": [
-                        {
-                            "status_code_filter": {
-                                "comparison": {
-                                    "op": "EQ",
-                                    "value": {
-                                        "default_value": status,
-                                        "runtime_key": f"llm_extproc.local_reply.sidecar.{status}",
-                                    },
-                                }
-                            }
-                        },
-                        {
-                            "metadata_filter": {
-                                "match_if_key_not_found": True,
-                                "matcher": {
-                                    "filter": METADATA_NAMESPACE,
-                                    "path": [{"key": "verdict"}],
-                                    "value": {"string_match": {"safe_regex": {"regex": "^$"}}},
-                                },
-                            }
-                        },
-                    ]
-                }
-            },
-            "body_format_override": {
-                "content_type": "application/json",
-                "json_format": {
-                    "error": {
-                        "message": message,
-                        "type": "internal_server_error",
-                        "param": None,
-                        "code": str(status),
-                    }
-                },
-            },
+            "filter": {"and_filter": {"filters": [
+                _status_is(status, f"llm_extproc.local_reply.sidecar.{status}"), without_sidecar_metadata,
+            ]}},
+            "body_format_override": _envelope(status, message, "internal_server_error", None),
         }
         for status, message in (
             (SIDECAR_ERROR_STATUS, "llm-extproc is unavailable: the request was not processed"),
             (504, "llm-extproc did not answer in time: the request was not processed"),
         )
-    ]
+    ]  # fmt: skip
     return {"mappers": [too_large, *upstream_failed, *sidecar_failed]}
 
 
@@ -465,5 +408,12 @@ def bootstrap(
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No anchors or aliases: every block written out, as a person would write an Envoy config."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render(config: dict[str, Any]) -> str:
-    return yaml.safe_dump(config, sort_keys=False, width=120)
+    return yaml.dump(config, Dumper=_PlainDumper, sort_keys=False, width=120)
