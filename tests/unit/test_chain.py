@@ -120,7 +120,9 @@ def test_fail_open_skips_timeouts_and_crashes_but_not_deliberate_refusals():
     from extproc.config import HandlerPolicy
 
     def chain_with(handler):
-        return HookChain([LoadedHandler("mod.h", handler)], 1.0, {"mod.h": HandlerPolicy(timeout_ms=50, fail_open=True)})
+        return HookChain(
+            [LoadedHandler("mod.h", handler)], 1.0, {"mod.h": HandlerPolicy(timeout_ms=50, fail_open=True)}
+        )
 
     assert run(chain_with(Recorder("a", [], sleep=5)), {"k": 1}).data == {"k": 1}
     assert run(chain_with(Recorder("a", [], raises=RuntimeError("x"))), {"k": 1}).data == {"k": 1}
