@@ -77,3 +77,45 @@ def test_an_edited_handler_takes_over_and_a_broken_one_is_refused(e2e_stack):
     reloaded = [e for e in sidecar_log_lines(stack) if e["message"].startswith("reloaded ")]
     assert len(reloaded) == 1
     assert reloaded[0]["logger"] == "extproc.reload"
+
+
+SLOW_HANDLER = """
+import asyncio, pathlib
+from extproc import CustomLogger
+
+class H(CustomLogger):
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        if data["messages"][0]["content"] == "slow":
+            pathlib.Path(__file__).with_name("inside.flag").write_text("1")
+            await asyncio.sleep(4.0)
+        data["model"] = "{model}"
+        return data
+
+proxy_handler_instance = H()
+"""
+
+
+def test_a_request_in_flight_finishes_on_the_chain_it_started_with(e2e_stack):
+    import concurrent.futures
+
+    import httpx
+
+    stack = e2e_stack(
+        "litellm_settings:\n  callbacks: reload_slow.proxy_handler_instance\n",
+        {"reload_slow.py": textwrap.dedent(SLOW_HANDLER.replace("{model}", "old-chain"))},
+    )
+    folder = stack.stack.config_path.parent
+    flag = folder / "inside.flag"
+
+    def slow_request():
+        with httpx.Client(base_url=stack.url, trust_env=False, timeout=20) as client:
+            body = {**CHAT, "messages": [{"role": "user", "content": "slow"}]}
+            return client.post("/v1/chat/completions", json=body)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(slow_request)
+        poll(flag.exists, "the slow request is inside the old chain's hook")
+        write(folder / "reload_slow.py", SLOW_HANDLER.replace("{model}", "new-chain"))
+        poll(lambda: answer_model(stack) == "new-chain", "new requests use the new chain")
+        assert not in_flight.done()  # the reload happened while the old request was inside its hook
+        assert in_flight.result().json()["model"] == "old-chain"
