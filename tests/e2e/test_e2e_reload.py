@@ -101,7 +101,7 @@ def test_a_request_in_flight_finishes_on_the_chain_it_started_with(e2e_stack):
     import httpx
 
     stack = e2e_stack(
-        "litellm_settings:\n  callbacks: reload_slow.proxy_handler_instance\n",
+        "litellm_settings:\n  callbacks: reload_slow.proxy_handler_instance\nextproc:\n  hook_timeout_ms: 10000\n",
         {"reload_slow.py": textwrap.dedent(SLOW_HANDLER.replace("{model}", "old-chain"))},
     )
     folder = stack.stack.config_path.parent
