@@ -216,3 +216,28 @@ def test_bad_options_are_named(tmp_path, options, fragment):
     with pytest.raises(HandlerError) as info:
         limiter(tmp_path, options)
     assert "handlers.rate_limiter" in str(info.value) and fragment in str(info.value)
+
+
+async def test_tokens_settle_with_a_streams_final_usage(tmp_path):
+    import hashlib
+    import time
+
+    built = limiter(tmp_path, "{limits: {api_key: {tpm: 100000}}}")
+    stream_chat = orjson.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    )
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":31,"total_tokens":42}}\n\n'
+    async with Harness(built) as harness:
+        call = harness.open()
+        for request in (headers_request(headers=KEY), body_request(stream_chat)):
+            await call.write(request)
+            await call.read()
+        await call.write(response_headers_request(headers={"content-type": "text/event-stream"}))
+        await call.read()
+        chunk = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+        await call.write(response_body_request(chunk + usage + b"data: [DONE]\n\n", end_of_stream=True))
+        await call.read()
+        call.cancel()
+        window = int(time.time() // 60)
+        key_hash = hashlib.sha256(b"sk-one").hexdigest()
+        await settled(built, f"rl:api_key:{key_hash}:tpm:{window}", 42)
