@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit e2e check clean deploy-envoy bench soak
+.PHONY: run test lint unit e2e check clean deploy-envoy bench soak fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ clean:
 deploy-envoy: $(STAMP)
 	$(BIN)/llm-extproc envoy-config --config deploy/envoy/config.yaml --upstream http://upstream:8000 > deploy/envoy/envoy.yaml
 
-## bench: load tests (h2load, loopback, ~3 min; not part of `make test`) -> bench/results/latest.{json,md,png}
+## bench: load tests (h2load, loopback, 3-5 min; not part of `make test`) -> bench/results/latest.{json,md,png}
 bench: $(STAMP)
 	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
@@ -51,3 +51,7 @@ bench: $(STAMP)
 ## soak: 10 minutes of mixed load through Envoy + a real Valkey; errors 0, RSS flat, counters back to 0
 soak: $(STAMP)
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(BIN)/python tests/soak/run.py
+
+## fuzz: the request-path fuzzer for FUZZ_SECONDS (default 60); non-zero exit on a failure (smoke run in `make test`)
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.fuzz_request_path --seconds $${FUZZ_SECONDS:-60}

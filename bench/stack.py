@@ -1,0 +1,163 @@
+"""`BenchStack`: extproc's `DevStack` with the bench's Envoy bootstrap.
+
+The bootstrap is `envoy_config.bootstrap(...)`'s own dict, changed here only: a second listener that
+answers every request with a fixed chat.completion (`direct_response`, so the upstream is never the
+bottleneck), and for the envoy-alone case no ext_proc filter at all. Envoy runs with `--concurrency 1`.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError
+from urllib.request import ProxyHandler, Request, build_opener
+
+import orjson
+
+from extproc import envoy_config
+from extproc import pipeline as pipeline_module
+from extproc.dev import DevStack, envoy_binary
+
+DIRECT_LISTENER = "bench_upstream"
+MAIN_LISTENER = "llm"  # the listener envoy_config.bootstrap() names
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ROUTER_FILTER = "envoy.filters.http.router"
+ENVOY_CONCURRENCY = 1
+_LOCAL = build_opener(ProxyHandler({}))
+COMPLETION = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-3.5-turbo",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
+}
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (Envoy binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def direct_response_listener(port: int) -> dict[str, Any]:
+    """A listener on 127.0.0.1:`port` that answers 200 with `COMPLETION` to any request."""
+    route = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": orjson.dumps(COMPLETION).decode()}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
+    hcm = {
+        "@type": envoy_config.HCM_TYPE,
+        "stat_prefix": DIRECT_LISTENER,
+        "route_config": {
+            "name": DIRECT_LISTENER,
+            "virtual_hosts": [{"name": DIRECT_LISTENER, "domains": ["*"], "routes": [route]}],
+        },
+        "http_filters": [{"name": ROUTER_FILTER, "typed_config": {"@type": envoy_config.ROUTER_TYPE}}],
+    }
+    return {
+        "name": DIRECT_LISTENER,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{"name": HCM_FILTER, "typed_config": hcm}]}],
+    }
+
+
+def _main_hcm(config: dict[str, Any]) -> dict[str, Any]:
+    for listener in config["static_resources"]["listeners"]:
+        if listener["name"] == MAIN_LISTENER:
+            hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            return hcm
+    raise KeyError(f"no listener {MAIN_LISTENER!r} in the generated bootstrap")
+
+
+def drop_ext_proc(config: dict[str, Any]) -> None:
+    """Remove the ext_proc filter and every per-route setting that names it."""
+    hcm = _main_hcm(config)
+    name = envoy_config.EXT_PROC_FILTER
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != name]
+    for host in hcm["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            per_filter = route.get("typed_per_filter_config", {})
+            per_filter.pop(name, None)
+            if not per_filter:
+                route.pop("typed_per_filter_config", None)
+
+
+class BenchStack(DevStack):
+    """Mock upstream (only when `direct_port` is None) + sidecar + Envoy with the bench's bootstrap."""
+
+    def __init__(self, config_path: Path, *, run_dir: Path, ext_proc: bool, direct_port: int | None) -> None:
+        upstream = None if direct_port is None else f"http://127.0.0.1:{direct_port}"
+        super().__init__(config_path, upstream=upstream, run_dir=run_dir)
+        self.ext_proc = ext_proc
+        self.direct_port = direct_port
+
+    def bootstrap(self, pipeline: pipeline_module.Pipeline) -> dict[str, Any]:
+        config = envoy_config.bootstrap(
+            pipeline,
+            listen_port=self.port,
+            admin_port=0,
+            sidecar=self.sidecar_address,
+            upstream=self.upstream_url,
+            access_log_path=str(self.access_log_path),
+        )
+        if not self.ext_proc:
+            drop_ext_proc(config)
+        if self.direct_port is not None:
+            config["static_resources"]["listeners"].append(direct_response_listener(self.direct_port))
+        return config
+
+    def _start_envoy(self, pipeline: pipeline_module.Pipeline) -> None:
+        self.envoy_config_path.write_text(envoy_config.render(self.bootstrap(pipeline)))
+        command = [
+            envoy_binary(), "-c", str(self.envoy_config_path),
+            "--concurrency", str(ENVOY_CONCURRENCY), "--log-level", "warning",
+            "--admin-address-path", str(self.run_dir / "admin.txt"),
+            "--use-dynamic-base-id", "--file-flush-interval-msec", "1000",
+        ]  # fmt: skip
+        self._spawn("envoy", command)
+
+    def _listener_port(self) -> int | None:
+        """The main listener's port (the direct_response listener must not be taken for it)."""
+        answer = _admin_json(self.admin_url, "/listeners?format=json")
+        for listener in answer.get("listener_statuses", []) if answer else []:
+            if listener.get("name") == MAIN_LISTENER:
+                port = listener.get("local_address", {}).get("socket_address", {}).get("port_value")
+                return port if isinstance(port, int) and port > 0 else None
+        return None
+
+    def __enter__(self) -> BenchStack:
+        self.start()
+        return self
+
+
+def local_request(
+    url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """One HTTP request to loopback, never through a proxy; HTTP errors are answers too."""
+    request = Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
+    try:
+        with _LOCAL.open(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except HTTPError as error:
+        return int(error.code), bytes(error.read())
+
+
+def _admin_json(admin_url: str, path: str) -> dict[str, Any] | None:
+    try:
+        status, body = local_request(f"{admin_url}{path}", timeout=2.0)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    parsed: dict[str, Any] = orjson.loads(body)
+    return parsed

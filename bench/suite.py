@@ -1,0 +1,150 @@
+"""The case table: what each case runs, where its upstream is, and the targets it is reported against."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+CASES_DIR = Path(__file__).resolve().parent / "cases"
+CHAT_BODY = CASES_DIR / "chat.json"
+STREAM_BODY = CASES_DIR / "chat-stream.json"
+USER_BODY = CASES_DIR / "chat-user.json"
+BENCH_KEY = "authorization: Bearer sk-bench"
+PATH = "/v1/chat/completions"
+BASELINE = "envoy-alone"
+STREAM_CHUNKS = 20
+# What case stream-per-chunk's hook puts in every chunk (bench/cases/stream_per_chunk.py).
+STREAM_REPLACEMENT = b'"content":"[bench]"'
+
+Upstream = Literal["direct", "mock"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal from the issues: `metric` (a key of a case's summary) compared with `limit`."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    limit: float
+    unit: str
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        compare: Callable[[float, float], bool] = operator.le if self.op == "<=" else operator.ge
+        return compare(value, self.limit)
+
+    def text(self) -> str:
+        return f"{self.op} {self.limit:g} {self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One line of the table: a sidecar config, an upstream, a request, and targets."""
+
+    number: int
+    name: str
+    summary: str
+    config: str  # a file in bench/cases/
+    upstream: Upstream = "direct"  # "direct": Envoy's own direct_response listener; "mock": mock-upstream
+    ext_proc: bool = True  # False: the ext_proc filter is removed from Envoy's config
+    body: Path = CHAT_BODY
+    headers: tuple[str, ...] = ()
+    expect: bytes = b'"object":"chat.completion"'  # the smoke request's response must contain this
+    stream_chunks: int = 0  # > 0: report sidecar CPU per chunk
+    targets: tuple[Target, ...] = ()
+    redis: bool = False  # True: a real Valkey is started and `{cache}` in the config points at it
+
+    @property
+    def config_path(self) -> Path:
+        return CASES_DIR / self.config
+
+
+RSS = Target("sidecar_rss_mb", "<=", 80, "MB")
+
+CASES: tuple[Case, ...] = (
+    Case(
+        1,
+        BASELINE,
+        "Envoy with no ext_proc filter; upstream = Envoy's own direct_response listener (the floor)",
+        "no-hooks.yaml",
+        ext_proc=False,
+    ),
+    Case(
+        2,
+        "no-hooks",
+        "sidecar with no callbacks: the generated config disables ext_proc on the LLM route",
+        "no-hooks.yaml",
+        targets=(Target("sidecar_cpu_ms", "<=", 0.1, "ms/req"), RSS),
+    ),
+    Case(
+        3,
+        "seed-pre-call",
+        "the seed's pre-call hook (examples/custom_callbacks.py, model rewrite); request headers + body",
+        "seed-pre-call.yaml",
+        targets=(
+            Target("sidecar_cpu_ms", "<=", 0.6, "ms/req"),
+            Target("added_p50_ms", "<=", 1.5, "ms"),
+            Target("added_p99_ms", "<=", 4, "ms"),
+            Target("added_p50_even_ms", "<=", 1.5, "ms"),
+            Target("added_p99_even_ms", "<=", 4, "ms"),
+            Target("rps", ">=", 1500, "req/s"),
+            RSS,
+        ),
+    ),
+    Case(
+        4,
+        "limiter-pii-routing",
+        "enforce_user_param + rate limiter (in-process) + PII masking (an e-mail) + model_list routing",
+        "limiter-pii-routing.yaml",
+        body=USER_BODY,
+        headers=(BENCH_KEY,),
+        targets=(RSS,),
+    ),
+    Case(
+        5,
+        "limiter-pii-routing-redis",
+        "the same with the limiter's counters in a real Valkey (extproc.cache.redis_url)",
+        "limiter-pii-routing.yaml",
+        body=USER_BODY,
+        headers=(BENCH_KEY,),
+        targets=(RSS,),
+        redis=True,
+    ),
+    Case(
+        6,
+        "stream-per-chunk",
+        f"streamed chat, {STREAM_CHUNKS} content chunks from mock-upstream, "
+        "async_post_call_streaming_hook replaces each chunk's text",
+        "stream-per-chunk.yaml",
+        upstream="mock",
+        body=STREAM_BODY,
+        headers=(f"x-mock-chunks: {STREAM_CHUNKS}",),
+        expect=STREAM_REPLACEMENT,
+        stream_chunks=STREAM_CHUNKS,
+        targets=(Target("sidecar_cpu_us_per_chunk", "<=", 100, "µs/chunk"), RSS),
+    ),
+    Case(
+        7,
+        "moderation",
+        "a moderation hook that passes at once; the response headers wait for its verdict",
+        "moderation.yaml",
+        targets=(RSS,),
+    ),
+    Case(
+        8,
+        "seed-pre-call-one-message",
+        "case 3 with extproc.forward_headers: Envoy sends the request body only (one message per request)",
+        "seed-pre-call-one-message.yaml",
+        targets=(
+            Target("sidecar_cpu_ms", "<=", 0.6, "ms/req"),
+            Target("added_p50_even_ms", "<=", 1.5, "ms"),
+            Target("added_p99_even_ms", "<=", 4, "ms"),
+            Target("rps", ">=", 1500, "req/s"),
+            RSS,
+        ),
+    ),
+)
