@@ -30,20 +30,21 @@ class Codec(Protocol):
     def encode(self, data: JSONDict, content_type: str) -> bytes: ...
 
 
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-# orjson reads integers beyond 64 bits as floats; bodies that may hold one take the exact stdlib path.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+# orjson reads integers beyond 64 bits as floats; a body that may hold one (a run of 19 digits) is decoded
+# again, exactly, by the stdlib, once orjson has validated it.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def loads_exact(body: bytes) -> Any:
-    """Decode JSON without losing integer precision; NaN and Infinity are refused, as orjson does."""
+    """Strict JSON (orjson's rules: no NaN/Infinity, no BOM, valid UTF-8, no lone surrogates, nesting up to
+    1024) with integers of any size kept exact; raises ValueError."""
+    data = orjson.loads(body)
     if _LONG_DIGITS.search(body) is None:
-        return orjson.loads(body)
-    return json.loads(body, parse_constant=_no_constants)
+        return data
+    try:
+        return json.loads(body)  # the same document orjson accepted, now with exact integers
+    except RecursionError:
+        return data
 
 
 def dumps_exact(data: Any) -> bytes:
@@ -54,16 +55,17 @@ def dumps_exact(data: Any) -> bytes:
         return json.dumps(data, separators=(",", ":")).encode()
 
 
-def json_depth(body: bytes) -> int:
-    """The deepest nesting of arrays and objects, with string contents skipped."""
-    depth = deepest = 0
-    for char in _STRINGS.sub(b'""', body):
-        if char == 0x7B or char == 0x5B:  # { [
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-        elif char == 0x7D or char == 0x5D:  # } ]
-            depth -= 1
+def depth_of(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded document (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return deepest
 
 
@@ -80,15 +82,15 @@ class JsonCodec:
     def decode(self, body: bytes, content_type: str) -> JSONDict:
         if not body.strip():
             raise BodyError(400, "Invalid JSON payload: the request body is empty")
-        # Brackets can only nest as deep as there are brackets: scan precisely only when it matters.
-        if body.count(b"{") + body.count(b"[") > self.max_depth and json_depth(body) > self.max_depth:
-            raise BodyError(400, f"Invalid JSON payload: nested deeper than {self.max_depth} levels")
         try:
-            data = loads_exact(body)
-        except ValueError as exc:  # orjson's JSONDecodeError, the stdlib's, and UnicodeDecodeError
+            data = loads_exact(body)  # linear, and bounded by orjson's own nesting limit
+        except ValueError as exc:  # orjson's JSONDecodeError, the stdlib's, UnicodeDecodeError
             raise BodyError(400, f"Invalid JSON payload: {exc}") from None
         if not isinstance(data, dict):
             raise BodyError(400, f"Invalid JSON payload: expected an object, got {_json_kind(data)}")
+        # Brackets can only nest as deep as there are brackets: walk the document only when it matters.
+        if body.count(b"{") + body.count(b"[") > self.max_depth and depth_of(data) > self.max_depth:
+            raise BodyError(400, f"Invalid JSON payload: nested deeper than {self.max_depth} levels")
         return data
 
     def encode(self, data: JSONDict, content_type: str) -> bytes:

@@ -60,9 +60,12 @@ _TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
 def field_problem(endpoint: Endpoint, data: dict[str, object]) -> tuple[str, str] | None:
     """A missing required parameter or a wrongly typed well-known one: (message, param)."""
     required = endpoint.required
-    if required is not None and required not in data:
+    if required is not None and data.get(required) is None:
         return f"{endpoint.path}: Missing required parameter: '{required}'.", required
+    form = endpoint.call_type is CallType.AUDIO_TRANSCRIPTION
     for name, (kind, described) in _TYPES.items():
+        if form and kind is not str:
+            continue  # form fields are strings ("stream": "true"): only the string ones are checked
         if name in data and data[name] is not None and not isinstance(data[name], kind):
             return f"{endpoint.path}: Invalid type for '{name}': expected {described}.", name
     return None

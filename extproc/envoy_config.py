@@ -25,6 +25,9 @@ EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 SIDECAR_CLUSTER = "llm_extproc"
 UPSTREAM_CLUSTER = "upstream"
 _GRPC_SLACK = 1024 * 1024
+# Envoy buffers a little more than the sidecar accepts: the sidecar answers bodies over its limit with its
+# own 413, and a hook may grow an accepted body (a system prompt, a rewrite) without Envoy refusing it.
+_BUFFER_HEADROOM = 1024 * 1024
 _MESSAGE_TIMEOUT_MARGIN_MS = 500
 # What Envoy answers when it cannot reach the sidecar or the sidecar fails (ext_proc status_on_error).
 SIDECAR_ERROR_STATUS = 503
@@ -238,30 +241,52 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
     }
     upstream_failed = [
         {
-            "filter": {"and_filter": {"filters": [
-                _status_is(status, f"llm_extproc.local_reply.{status}"),
-                {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
-            ]}},
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        _status_is(status, f"llm_extproc.local_reply.{status}"),
+                        {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
+                    ]
+                }
+            },
             "body_format_override": _envelope(status, "%LOCAL_REPLY_BODY%", "internal_server_error", None),
         }
         for status in (502, 503, 504)
-    ]  # fmt: skip
-    without_sidecar_metadata = {"metadata_filter": {"match_if_key_not_found": True, "matcher": {
-        "filter": METADATA_NAMESPACE, "path": [{"key": "verdict"}],
-        "value": {"string_match": {"safe_regex": {"regex": "^$"}}}}}}  # fmt: skip
+    ]
+    without_sidecar_metadata = {
+        "metadata_filter": {
+            "match_if_key_not_found": True,
+            "matcher": {
+                "filter": METADATA_NAMESPACE,
+                "path": [{"key": "verdict"}],
+                "value": {"string_match": {"safe_regex": {"regex": "^$"}}},
+            },
+        }
+    }
     sidecar_failed = [
         {
-            "filter": {"and_filter": {"filters": [
-                _status_is(status, f"llm_extproc.local_reply.sidecar.{status}"), without_sidecar_metadata,
-            ]}},
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        _status_is(status, f"llm_extproc.local_reply.sidecar.{status}"),
+                        without_sidecar_metadata,
+                    ]
+                }
+            },
             "body_format_override": _envelope(status, message, "internal_server_error", None),
         }
         for status, message in (
             (SIDECAR_ERROR_STATUS, "llm-extproc is unavailable: the request was not processed"),
             (504, "llm-extproc did not answer in time: the request was not processed"),
         )
-    ]  # fmt: skip
-    return {"mappers": [too_large, *upstream_failed, *sidecar_failed]}
+    ]
+    # Envoy's own 400 (a request it cannot parse or route, e.g. a path with %00).
+    bad_request = {
+        "filter": {"and_filter": {"filters": [_status_is(400, "llm_extproc.local_reply.400"),
+                                              without_sidecar_metadata]}},
+        "body_format_override": _envelope(400, "%LOCAL_REPLY_BODY%", "invalid_request_error", None),
+    }  # fmt: skip
+    return {"mappers": [too_large, *upstream_failed, *sidecar_failed, bad_request]}
 
 
 def access_log(path: str) -> list[dict[str, Any]]:
@@ -361,7 +386,7 @@ def bootstrap(
 ) -> dict[str, Any]:
     """A complete static Envoy bootstrap: one listener, the sidecar's cluster and the upstream's."""
     target = Upstream.parse(upstream)
-    limit = pipeline.config.sidecar.max_request_bytes
+    limit = pipeline.config.sidecar.max_request_bytes + _BUFFER_HEADROOM
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "llm",

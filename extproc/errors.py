@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,15 @@ class ErrorReply:
     message: str = ""
 
 
+def dumps_any(value: Any) -> bytes:
+    """JSON for whatever a hook put in an error (int keys, huge ints, sets, bytes, lone surrogates)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        text = json.dumps(value, default=repr, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "replace")  # a lone surrogate becomes "?": strict decoders refuse it
+
+
 def error_type(status: int) -> str:
     """The envelope's `type` for a status, as LiteLLM's proxy names it."""
     if status == 401:
@@ -69,7 +79,7 @@ def envelope(
     }
     if provider_specific_fields is not None:
         error["provider_specific_fields"] = provider_specific_fields
-    return ErrorReply(status, orjson.dumps({"error": error}), headers, message)
+    return ErrorReply(status, dumps_any({"error": error}), headers, message)
 
 
 def is_http_exception(exc: BaseException) -> bool:
@@ -83,7 +93,7 @@ def _detail_message(detail: Any) -> str:
         inner = detail.get("error", detail)
         if isinstance(inner, dict):
             inner = inner.get("message", inner)
-        return inner if isinstance(inner, str) else orjson.dumps(inner).decode()
+        return inner if isinstance(inner, str) else dumps_any(inner).decode()
     if detail is None:
         return ""
     return detail if isinstance(detail, str) else str(detail)

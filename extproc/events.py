@@ -7,6 +7,7 @@ from typing import Any
 from extproc.types import JSONDict
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+MAX_TOKENS = 2**53  # beyond it a count is not a count (and Envoy's metadata numbers are doubles)
 
 
 def log_kwargs(data: JSONDict, call_type: str, exception: BaseException | None = None) -> JSONDict:
@@ -38,4 +39,8 @@ def usage_of(response: Any) -> dict[str, int]:
     usage = response.get("usage") if isinstance(response, dict) else None
     if not isinstance(usage, dict):
         return {}
-    return {k: v for k in USAGE_FIELDS if isinstance(v := usage.get(k), int) and not isinstance(v, bool)}
+    return {
+        k: v
+        for k in USAGE_FIELDS
+        if isinstance(v := usage.get(k), int) and not isinstance(v, bool) and 0 <= v <= MAX_TOKENS
+    }

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
+_UNESCAPE = re.compile(r"\\(.)")
 _DISPOSITION_PARAM = re.compile(r';\s*(name|filename)="((?:[^"\\]|\\.)*)"', re.IGNORECASE)
 
 
@@ -43,11 +44,12 @@ def _parse_part(raw: bytes) -> tuple[str, str | UploadedFile]:
         raise MultipartError("a part has no header/body separator")
     name = filename = None
     part_type = "application/octet-stream"
-    for line in head.decode("latin-1").split("\r\n"):
+    for line in head.decode("utf-8", "replace").split("\r\n"):  # names are written back as UTF-8
         key, _, value = line.partition(":")
         key = key.strip().lower()
         if key == "content-disposition":
-            for param, param_value in _DISPOSITION_PARAM.findall(value):
+            for param, quoted in _DISPOSITION_PARAM.findall(value):
+                param_value = _UNESCAPE.sub(r"\1", quoted)  # a quoted-string's \" and \\
                 if param.lower() == "name":
                     name = param_value
                 else:

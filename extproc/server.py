@@ -26,7 +26,8 @@ from extproc.transport import ExternalProcessor
 log = logging.getLogger("extproc.server")
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
-_GRPC_SLACK = 1024 * 1024  # room for the protobuf framing around the largest body
+# Room for what Envoy may buffer beyond the body limit (its 1 MiB headroom) and the protobuf framing.
+_GRPC_SLACK = 4 * 1024 * 1024
 
 
 class Sidecar:

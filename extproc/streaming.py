@@ -115,6 +115,11 @@ class StreamState:
         }
 
 
+def _terminated(raw: bytes) -> bytes:
+    """An event's bytes with its blank line: the upstream's last event may lack it, ours never follows."""
+    return raw if raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r")) else raw.rstrip(b"\r\n") + b"\n\n"
+
+
 def _chunk_of(event: Event) -> JSONDict | None:
     if event.data is None or event.done:
         return None
@@ -217,7 +222,7 @@ class StreamPump:
             chunk = _chunk_of(event)
             if chunk is None:
                 if not event.done:  # comments and unknown events go on as they came; [DONE] is ours to send
-                    await self._send(event.raw)
+                    await self._send(_terminated(event.raw))
                 continue
             original = event.json()  # before any rename, so a renamed chunk is re-encoded
             self.state.observe(chunk)
@@ -236,7 +241,7 @@ class StreamPump:
                 original = self._originals.pop(id(chunk), None)
                 changed = self._rewrite and await self.state.per_chunk(chunk)
                 if original is not None and not changed and chunk == original[1]:
-                    await self._send(original[0])
+                    await self._send(_terminated(original[0]))
                 else:
                     await self._send(encode_json(chunk))
             await self._finish(DONE)

@@ -6,12 +6,14 @@ current window, for every scope that has a limit; if any is over, everything it 
 and it gets a 429. Its ending (the success or failure event, which the sidecar guarantees exactly
 once, client disconnects included) releases the slot and settles the tokens with the real usage.
 What a request holds is recorded in `data["metadata"]["rate_limiter"]`, so nothing is released twice
-or released that was never taken.
+or released that was never taken. The record carries a random token only this handler knows, so a
+client cannot forge one in the `metadata` it sends.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +69,7 @@ class Handler(CustomLogger):
             raise ValueError("window_s and parallel_ttl_s must be >= 1")
         self.window_s, self.parallel_ttl_s = window_s, parallel_ttl_s
         self.cache: DualCache | None = None
+        self._owner = secrets.token_hex(16)  # marks the records this handler wrote; no client can guess it
 
     def _scopes(self, user: UserAPIKeyAuth, model: Any) -> list[tuple[str, str, dict[str, int]]]:
         ids = {
@@ -102,9 +105,11 @@ class Handler(CustomLogger):
     ) -> Any:
         self.cache = cache
         window = int(time.time() // self.window_s)
-        estimate = math.ceil(len(get_formatted_prompt(data, call_type)) / 4) + int(
-            data.get("max_tokens") or 0
+        max_tokens = data.get("max_tokens")
+        reserved_output = (
+            max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0
         )
+        estimate = math.ceil(len(get_formatted_prompt(data, call_type)) / 4) + max(0, reserved_output)
         held: list[tuple[str, float, int]] = []  # (key, amount, ttl): what this request took
         headers: dict[str, str] = {}
         for scope, ident, limits in self._scopes(user_api_key_dict, data.get("model")):
@@ -127,7 +132,12 @@ class Handler(CustomLogger):
                 headers[f"x-ratelimit-{scope}-remaining-{kind}"] = str(max(0, limit - int(count)))
                 headers[f"x-ratelimit-{scope}-limit-{kind}"] = str(limit)
         metadata = data.setdefault("metadata", {})
-        metadata["rate_limiter"] = {"held": held, "estimate": estimate, "headers": headers}
+        metadata["rate_limiter"] = {
+            "held": held,
+            "estimate": estimate,
+            "headers": headers,
+            "owner": self._owner,
+        }
         return None
 
     def _exceeded(self, scope: str, ident: str, name: str, limit: int, window: int) -> HTTPException:
@@ -151,8 +161,8 @@ class Handler(CustomLogger):
 
     async def _release(self, kwargs: dict[str, Any], used_tokens: int | None) -> None:
         metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        record = metadata.get("rate_limiter")
-        if not record or record.get("released") or self.cache is None:
+        record = self._record(metadata)
+        if record is None or record.get("released") or self.cache is None:
             return
         record["released"] = True
         for key, amount, ttl in record["held"]:
@@ -169,7 +179,7 @@ class Handler(CustomLogger):
         usage = getattr(response_obj, "usage", None) if response_obj is not None else None
         total = getattr(usage, "total_tokens", None) if usage is not None else None
         metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        record = metadata.get("rate_limiter") or {}
+        record = self._record(metadata) or {}
         await self._release(kwargs, total if isinstance(total, int) else record.get("estimate"))
 
     async def async_log_failure_event(
@@ -184,5 +194,10 @@ class Handler(CustomLogger):
         response: Any,
         request_headers: Any = None,
     ) -> dict[str, str] | None:
-        record = (data.get("metadata") or {}).get("rate_limiter")
+        record = self._record(data.get("metadata") or {})
         return dict(record["headers"]) if record else None
+
+    def _record(self, metadata: Any) -> dict[str, Any] | None:
+        """This handler's record for the request; anything else under the key (a client's) is ignored."""
+        record = metadata.get("rate_limiter") if isinstance(metadata, dict) else None
+        return record if isinstance(record, dict) and record.get("owner") == self._owner else None

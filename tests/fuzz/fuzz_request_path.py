@@ -407,18 +407,6 @@ class RecordingContext:
         self.sent.append(message)
 
 
-# ---- known bugs: exceptions that the corpus pins down as xfail cases ----
-def known_bug(exc: BaseException) -> str | None:
-    frames = {frame.name for frame in traceback.extract_tb(exc.__traceback__)}
-    if isinstance(exc, RecursionError) and "loads_exact" in frames:
-        return "deep-json-recursion (extproc/codecs.py loads_exact, stdlib path)"
-    if isinstance(exc, OverflowError) and "_set_metadata" in frames:
-        return "metadata-int-overflow (extproc/transport.py _set_metadata)"
-    if isinstance(exc, TypeError) and frames & {"_detail_message", "envelope"}:
-        return "unencodable-error-detail (extproc/errors.py orjson.dumps of a detail or upstream error body)"
-    return None
-
-
 class Failure(AssertionError):
     pass
 
@@ -427,7 +415,6 @@ class Failure(AssertionError):
 class Stats:
     examples: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
-    known_bugs: Counter[str] = field(default_factory=Counter)
 
 
 def check_immediate(response: Any) -> str:
@@ -502,17 +489,7 @@ class Fuzzer:
 
     def run(self, ex: Example) -> None:
         self.stats.examples += 1
-        try:
-            outcome = self.loop.run_until_complete(self._run(ex))
-        except Failure:
-            raise
-        except Exception as exc:
-            bug = known_bug(exc)
-            if bug is None:
-                raise
-            self.stats.known_bugs[bug] += 1
-            outcome = "known bug"
-            self.loop.run_until_complete(self._settle())
+        outcome = self.loop.run_until_complete(self._run(ex))  # any exception is a failure
         self.stats.outcomes[outcome] += 1
 
     async def _settle(self) -> None:
@@ -681,8 +658,6 @@ def main(argv: list[str] | None = None) -> int:
         print("FUZZ FAILURE (the falsifying example is printed above)", file=sys.stderr)
         return 1
     print(f"fuzzed {stats.examples} examples in {time.monotonic() - started:.1f} s: {dict(stats.outcomes)}")
-    for bug, count in stats.known_bugs.items():
-        print(f"known bug hit {count} times: {bug}")
     return 0
 
 

@@ -1,8 +1,7 @@
 """Property tests: the error envelope for any status and detail, and the body codecs' round trips.
 
-(The SSE decoder's properties live in tests/unit/test_sse.py.) Inputs the code does not handle are
-pinned down as explicit `xfail(strict=True)` examples below each property, with their diagnosis, so
-the properties themselves stay deterministic.
+(The SSE decoder's properties live in tests/unit/test_sse.py.) Inputs that once broke the code are
+pinned down as explicit examples below each property.
 """
 
 from __future__ import annotations
@@ -162,15 +161,6 @@ def test_any_other_exception_maps_to_an_envelope(exc):
         pytest.param("\ud800 lone surrogate", id="lone-surrogate-str"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "extproc/errors.py envelope()/_detail_message: orjson.dumps raises TypeError on a detail it cannot "
-        "encode (non-str dict keys, ints beyond 64 bits, sets, bytes, lone surrogates); from_exception then "
-        "raises instead of answering, and the transport's catch-all turns the hook's deliberate HTTP "
-        "exception into a generic 500 with a traceback (see test_a_hooks_unencodable_detail_keeps_its_status)"
-    ),
-)
 def test_a_detail_orjson_cannot_encode_still_maps_to_an_envelope(detail):
     reply = from_exception(HTTPException(403, detail))
     check_envelope(reply.body, 403)
@@ -221,14 +211,6 @@ def _same_types(a: Any, b: Any) -> bool:
 @pytest.mark.parametrize(
     "value", [I64_MIN - 1, -(10**19) + 1], ids=["i64-min-minus-one", "19-nines-negative"]
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "extproc/codecs.py _LONG_DIGITS needs 20 digits in a row before taking the exact path, but negative "
-        "integers below -2**63 have only 19: orjson reads them as floats, and a re-encoded body carries "
-        "-9.223372036854776e+18 instead of -9223372036854775809"
-    ),
-)
 def test_negative_integers_below_i64_stay_exact(value):
     codec = JsonCodec(max_depth=8)
     decoded = codec.decode(b'{"seed":%d}' % value, JSON_TYPE)
@@ -240,7 +222,7 @@ BOUNDARY = "fuzz-b0undary"
 MULTIPART_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 DELIMITER = b"\r\n--" + BOUNDARY.encode()
 # ASCII field and file names, without quote, backslash or line break, and no `[]` list suffix (non-ASCII
-# and escaped names are the xfail examples below).
+# and escaped names are the explicit examples below).
 names = st.text(st.characters(codec="ascii", exclude_characters='"\\\r\n'), min_size=1, max_size=12).filter(
     lambda n: not n.endswith("[]") and n != "file"
 )
@@ -296,14 +278,6 @@ def test_multipart_round_trips_byte_identically(fields, filename, file_type, con
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        'extproc/multipart.py: _parse_part keeps a quoted-string\'s escapes in the field name (name="a\\"b" '
-        'is read as `a\\"b`), while encode() escapes names again (_quote), so any re-encode rewrites that '
-        "field's name to `a\\\\\\\"b`"
-    ),
-)
 def test_a_field_name_with_an_escaped_quote_round_trips():
     body = (
         b'--B\r\nContent-Disposition: form-data; name="a\\"b"\r\n\r\nv\r\n'
@@ -321,14 +295,6 @@ def test_a_field_name_with_an_escaped_quote_round_trips():
         pytest.param("langue-é", "speech.wav", id="utf8-field-name"),
         pytest.param("x", "résumé.mp3", id="utf8-filename"),
     ],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "extproc/multipart.py _parse_part decodes part headers as latin-1 while browsers and SDKs send UTF-8 "
-        "names (WHATWG) and encode() writes names back as UTF-8: hooks see 'rÃ©sumÃ©.mp3', and any re-encode "
-        "double-encodes a non-ASCII field name"
-    ),
 )
 def test_utf8_names_decode_and_round_trip(name, filename):
     body = multipart_body({name: "v"}, filename, "audio/wav", b"RIFF")
@@ -363,14 +329,6 @@ class NoOutbox:
         return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "extproc/errors.py: from_exception cannot encode a dict detail with an int key, so Session._fail "
-        "(extproc/session.py) raises TypeError out of the phase; the real transport then answers a generic "
-        "500 'internal error' and logs a traceback instead of the hook's 403"
-    ),
-)
 async def test_a_hooks_unencodable_detail_keeps_its_status(tmp_path):
     from extproc import pipeline
     from extproc.decisions import Reply

@@ -187,32 +187,6 @@ def with_model(body: bytes, model: str = "rw") -> Any:
     return {**orjson.loads(body), "model": model}
 
 
-EXACT_PATH_BUG = (
-    "extproc/codecs.py loads_exact: any run of 20 digits (even inside a string) sends the body to the stdlib "
-    "json parser, which accepts what orjson refuses ({}); the sidecar forwards it upstream instead of 400"
-)
-DEEP_RESPONSE_BUG = (
-    "extproc/session.py _response catches only ValueError around loads_exact(body); a deeply nested upstream "
-    "body holding a 20+ digit number takes the stdlib path (extproc/codecs.py loads_exact), which raises "
-    "RecursionError: the transport's catch-all answers 500 instead of passing the upstream's bytes through"
-)
-HUGE_USAGE_BUG = (
-    "extproc/transport.py _set_metadata: struct.update() raises OverflowError on an integer no float holds; "
-    "`usage` counts of a buffered answer (decoded by extproc/codecs.py loads_exact, exact integers) go into "
-    "the dynamic metadata unchecked (extproc/events.py usage_of keeps any int)"
-)
-NULL_REQUIRED_BUG = (
-    "extproc/endpoints.py field_problem: a required field that is present but null passes both the "
-    "'required' check (`in data`) and the type check (None is skipped): README says wrongly typed "
-    "messages/required fields get 400"
-)
-RATE_LIMITER_INT_BUG = (
-    "handlers/rate_limiter.py async_pre_call_hook: int(data.get('max_tokens') or 0) raises on a non-numeric "
-    "max_tokens, so a client's wrongly typed field becomes a 500 internal_server_error (leaking the Python "
-    "error text) instead of leaving the field to the upstream, as the sidecar does for every field it does not type"
-)
-
-
 CASES: list[Case] = [
     # ---- malformed and truncated JSON ----
     invalid("truncated-object", "malformed-json", b'{"model":"m",'),
@@ -263,7 +237,6 @@ CASES: list[Case] = [
         400,
         "messages",
         "messages",
-        xfail=NULL_REQUIRED_BUG,
     ),
     refused(
         "model-number", "wrong-types", b'{"model":5,' + MSGS + b"}", 400, "model", "Invalid type for 'model'"
@@ -318,10 +291,8 @@ CASES: list[Case] = [
     ),
     forwarded("prompt-token-ids", "wrong-types", b'{"model":"m","prompt":[1,2,3]}', path=COMPLETIONS),
     forwarded("input-token-arrays", "wrong-types", b'{"model":"m","input":[[1,2],[3]]}', path=EMBEDDINGS),
-    forwarded(
-        "max-tokens-not-a-number", "wrong-types", chat(b'"max_tokens":"abc"'), xfail=RATE_LIMITER_INT_BUG
-    ),
-    forwarded("max-tokens-list", "wrong-types", chat(b'"max_tokens":[1]'), xfail=RATE_LIMITER_INT_BUG),
+    forwarded("max-tokens-not-a-number", "wrong-types", chat(b'"max_tokens":"abc"')),
+    forwarded("max-tokens-list", "wrong-types", chat(b'"max_tokens":[1]')),
     # ---- missing required parameters ----
     refused(
         "chat-without-messages",
@@ -363,7 +334,6 @@ CASES: list[Case] = [
         "input",
         "input",
         path=EMBEDDINGS,
-        xfail=NULL_REQUIRED_BUG,
     ),
     # ---- sizes around max_request_bytes ----
     forwarded("chat-exactly-at-limit", "size", sized(LIMIT)),
@@ -392,11 +362,6 @@ CASES: list[Case] = [
         "size",
         sized(LIMIT),
         with_model(sized(LIMIT)),
-        xfail=(
-            "extproc/envoy_config.py bootstrap sizes Envoy's buffers (listener and upstream cluster "
-            "per_connection_buffer_limit_bytes) to exactly max_request_bytes: a hook that grows an accepted body "
-            "by one byte makes Envoy answer its own 413 'Request body too large', blaming the client for the hook"
-        ),
     ),
     # ---- nesting depth (max_json_depth: 32) ----
     forwarded("arrays-at-depth-limit", "depth", arrays(DEPTH)),
@@ -451,13 +416,8 @@ CASES: list[Case] = [
         "depth-scan-is-linear",
         "depth",
         redos(8000),
-        "nested deeper",
+        "Invalid JSON payload",
         max_seconds=0.25,
-        xfail=(
-            'extproc/codecs.py json_depth: _STRINGS (`"(?:[^"\\\\]|\\\\.)*"`) rescans to the end of the body from '
-            "every quote of an unterminated string of escaped quotes: quadratic; 16 KB take ~1 s, 64 KB ~25 s of "
-            "the sidecar's event loop (every other request waits), 32 MiB (the default limit) hours"
-        ),
     ),
     # ---- duplicate keys (last wins) ----
     forwarded(
@@ -493,14 +453,13 @@ CASES: list[Case] = [
     invalid("lowercase-nan", "nan-infinity", chat(b'"temperature":nan')),
     invalid("overflowing-float", "nan-infinity", chat(b'"temperature":1e400'), "number is infinity"),
     invalid(
-        "nan-with-big-int", "nan-infinity", chat(b'"temperature":NaN,"seed":' + BIG), "NaN is not valid JSON"
+        "nan-with-big-int", "nan-infinity", chat(b'"temperature":NaN,"seed":' + BIG), "Invalid JSON payload"
     ),
     invalid("infinity-with-big-int", "nan-infinity", chat(b'"temperature":Infinity,"seed":' + BIG)),
     invalid(
         "overflowing-float-with-big-int",
         "nan-infinity",
         chat(b'"temperature":1e400,"seed":' + BIG),
-        xfail=EXACT_PATH_BUG.format("1e400 becomes inf, re-encoded as the non-JSON literal Infinity"),
     ),
     # ---- integers beyond 64 bits ----
     forwarded("big-int-untouched", "big-int", chat(b'"seed":' + BIG)),
@@ -537,11 +496,6 @@ CASES: list[Case] = [
         chat(b'"seed":-9223372036854775809'),
         headers=REWRITE,
         upstream_body=exact_json({"model": "rw", "seed": -9223372036854775809, "messages": MSGS_JSON}),
-        xfail=(
-            "extproc/codecs.py _LONG_DIGITS takes the exact path only from 20 digits in a row; negative integers "
-            "below -2**63 have 19, so orjson reads them as floats and the re-encoded body says "
-            "-9.223372036854776e+18"
-        ),
     ),
     Case(
         "big-int-deep-in-messages-rewritten",
@@ -552,7 +506,7 @@ CASES: list[Case] = [
             {"model": "rw", "messages": [{"role": "user", "content": "hi", "n": [-int(BIG)]}]}
         ),
     ),
-    invalid("int-of-5000-digits", "big-int", chat(b'"seed":' + b"7" * 5000), "Exceeds the limit"),
+    invalid("int-of-5000-digits", "big-int", chat(b'"seed":' + b"7" * 5000), "Invalid JSON payload"),
     # ---- invalid UTF-8 ----
     invalid("invalid-utf8-ff", "invalid-utf8", chat(b'"x":"\xff"')),
     invalid("invalid-utf8-overlong", "invalid-utf8", chat(b'"x":"\xc0\xaf"')),
@@ -570,9 +524,6 @@ CASES: list[Case] = [
         "invalid-utf8-encoded-surrogate-with-big-int",
         "invalid-utf8",
         chat(b'"x":"\xed\xa0\x80","seed":' + BIG),
-        xfail=EXACT_PATH_BUG.format(
-            "the stdlib decodes bytes with 'surrogatepass': UTF-8-encoded surrogates pass"
-        ),
     ),
     forwarded(
         "valid-non-ascii-untouched", "invalid-utf8", chat('"x":"héllo wörld \U0001f600 مرحبا"'.encode())
@@ -599,7 +550,6 @@ CASES: list[Case] = [
         "lone-surrogate-escape-with-big-int",
         "surrogates",
         chat(b'"x":"\\ud800","seed":' + BIG),
-        xfail=EXACT_PATH_BUG.format("the stdlib json module accepts lone surrogate escapes"),
     ),
     # ---- byte order marks and other encodings ----
     invalid("utf8-bom", "bom", b"\xef\xbb\xbf" + OK, "byte order mark"),
@@ -610,13 +560,11 @@ CASES: list[Case] = [
         "utf8-bom-with-big-int",
         "bom",
         b"\xef\xbb\xbf" + chat(b'"seed":' + BIG),
-        xfail=EXACT_PATH_BUG.format("json.loads(bytes) detects and strips a UTF-8 BOM"),
     ),
     invalid(
         "utf16-body-whose-bytes-hold-20-digits",
         "bom",
         UTF16_DIGITS,
-        xfail=EXACT_PATH_BUG.format("json.loads(bytes) detects UTF-16/32 and decodes it"),
     ),
     # ---- content types ----
     refused(
@@ -759,10 +707,6 @@ CASES: list[Case] = [
         path=AUDIO,
         headers={**MULTIPART, **REWRITE},
         upstream_body=form(part("model", b"rw"), part("langue-é", b"fr"), FILE),
-        xfail=(
-            "extproc/multipart.py _parse_part decodes part headers as latin-1, encode() writes names as UTF-8: a "
-            "re-encode double-encodes non-ASCII field names (and hooks see 'langue-Ã©', filenames 'rÃ©sumÃ©.mp3')"
-        ),
     ),
     refused(
         "multipart-missing-file",
@@ -891,11 +835,6 @@ CASES: list[Case] = [
         form(MODEL, part("stream", b"true"), FILE),
         path=AUDIO,
         headers=MULTIPART,
-        xfail=(
-            "extproc/endpoints.py field_problem type-checks `stream` as a JSON boolean on every endpoint, but "
-            "multipart text fields are always strings: OpenAI's `stream=true` form field for transcriptions "
-            "gets 400 'Invalid type for 'stream''"
-        ),
     ),
     # ---- empty and blank bodies ----
     invalid("empty-body", "empty", b"", f"{INVALID}: the request body is empty"),
@@ -1022,10 +961,6 @@ CASES: list[Case] = [
         path=CHAT + "%00",
         error=Err(REQ, None, ""),
         upstream="never",
-        xfail=(
-            "extproc/envoy_config.py local_replies maps only Envoy's 413 and 502/503/504 into the envelope: "
-            "Envoy's own 400 for a path it refuses (%00) has an empty text/plain body"
-        ),
     ),
     Case(
         "get-is-not-hooked", "path", b"{", method="GET", upstream="exact", response_has=(b'"method":"GET"',)
@@ -1043,22 +978,10 @@ CASES: list[Case] = [
     answered("empty-500"),
     answered("text-200", EMBEDDINGS, b'{"model":"m","input":"x"}'),
     answered("text-500", AUDIO, form(MODEL, FILE), headers=MULTIPART),
-    answered("json-deep-200", xfail=DEEP_RESPONSE_BUG, traceback=True),
-    answered("json-deep-500", xfail=DEEP_RESPONSE_BUG, traceback=True),
-    answered(
-        "json-bigint-400",
-        xfail=(
-            "extproc/errors.py UpstreamError.__init__ -> _detail_message: orjson.dumps of an upstream error body "
-            "holding an integer beyond 64 bits (decoded exactly by loads_exact) raises TypeError: the transport's "
-            "catch-all answers 500 instead of passing the upstream's 400 through (found by the fuzzer)"
-        ),
-        traceback=True,
-    ),
-    answered(
-        "json-huge-usage-200",
-        xfail=HUGE_USAGE_BUG + ": the transport's catch-all answers 500 instead of the upstream's 200",
-        traceback=True,
-    ),
+    answered("json-deep-200"),
+    answered("json-deep-500"),
+    answered("json-bigint-400"),
+    answered("json-huge-usage-200"),
     # ---- SSE answers through the streaming hooks (FULL_DUPLEX_STREAMED) ----
     answered("sse-ok", sse_valid=True),
     answered("sse-ok", COMPLETIONS, b'{"model":"m","prompt":"p","stream":true}', sse_valid=True),
@@ -1072,11 +995,6 @@ CASES: list[Case] = [
         "sse-no-final-blank-line",
         response=None,
         sse_valid=True,
-        xfail=(
-            "extproc/streaming.py StreamPump: a last event without its blank line is forwarded raw (flush) and "
-            "_finish appends `data: [DONE]` right after it: the client gets `data: {...}data: [DONE]`, so the "
-            "last chunk is not JSON and the stream has no [DONE]"
-        ),
     ),
     answered(
         "sse-huge-event",

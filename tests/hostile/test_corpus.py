@@ -279,15 +279,6 @@ def remaining_slots(stack, key: str) -> int:
     return int(response.headers[REMAINING])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "extproc/session.py _add_sidecar_keys copies the client's own `metadata` into the hooks' per-request "
-        "state, and handlers/rate_limiter.py _release trusts metadata['rate_limiter']['held']: a request refused "
-        "before the rate limiter's pre-call (any 400) carries a forged record into the failure event, which "
-        "then decrements (or, with a negative amount, inflates) any key's counters"
-    ),
-)
 def test_client_metadata_cannot_move_rate_limiter_counters(stack):
     victim = "sk-hostile-victim"
     assert remaining_slots(stack, victim) == PARALLEL_LIMIT - 1  # also gives the limiter its cache

@@ -1,9 +1,8 @@
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extproc.codecs import BodyError, JsonCodec, MultipartCodec, json_depth
+from extproc.codecs import BodyError, JsonCodec, MultipartCodec, depth_of
 from extproc.endpoints import RouteTable
 from extproc.multipart import MultipartBody, MultipartError, UploadedFile
 from extproc.types import CallType
@@ -49,8 +48,18 @@ json_values = st.recursive(
 
 
 @given(json_values)
-def test_json_depth_matches_the_structure(value):
-    assert json_depth(orjson.dumps(value)) == reference_depth(value)
+def test_depth_matches_the_structure(value):
+    assert depth_of(value) == reference_depth(value)
+
+
+def test_a_body_built_to_make_a_string_scan_quadratic_is_answered_at_once():
+    import time
+
+    body = b"{" + b"[" * 40 + b'"' + b'\\"' * 200_000  # unterminated: a backtracking string scan is O(n^2)
+    started = time.process_time()
+    with pytest.raises(BodyError):
+        JsonCodec(max_depth=32).decode(body, "application/json")
+    assert time.process_time() - started < 0.5
 
 
 def test_json_codec_rejects_what_it_must():
