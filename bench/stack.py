@@ -102,14 +102,7 @@ class BenchStack(DevStack):
         self.direct_port = direct_port
 
     def bootstrap(self, pipeline: pipeline_module.Pipeline) -> dict[str, Any]:
-        config = envoy_config.bootstrap(
-            pipeline,
-            listen_port=self.port,
-            admin_port=0,
-            sidecar=self.sidecar_address,
-            upstream=self.upstream_url,
-            access_log_path=str(self.access_log_path),
-        )
+        config = super().bootstrap(pipeline)
         if not self.ext_proc:
             drop_ext_proc(config)
         if self.direct_port is not None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.request import ProxyHandler, build_opener
 
 import grpc
@@ -197,8 +197,9 @@ class DevStack:
         self.children[name] = child
         return child
 
-    def _start_envoy(self, pipeline: pipeline_module.Pipeline) -> None:
-        config = envoy_config.bootstrap(
+    def bootstrap(self, pipeline: pipeline_module.Pipeline) -> dict[str, Any]:
+        """The Envoy config this stack runs: the generated one, for this stack's ports and files."""
+        return envoy_config.bootstrap(
             pipeline,
             listen_port=self.port,
             admin_port=0,
@@ -206,7 +207,9 @@ class DevStack:
             upstream=self.upstream_url,
             access_log_path=str(self.access_log_path),
         )
-        self.envoy_config_path.write_text(envoy_config.render(config))
+
+    def _start_envoy(self, pipeline: pipeline_module.Pipeline) -> None:
+        self.envoy_config_path.write_text(envoy_config.render(self.bootstrap(pipeline)))
         base_id = (os.getpid() % 100_000) * 100 + next(_base_ids) % 100
         command = [
             envoy_binary(), "-c", str(self.envoy_config_path), "--concurrency", "1",
