@@ -126,7 +126,9 @@ class DevStack:
         keep_run_dir: bool = False,
         timeout: float = START_TIMEOUT_S,
         cancel: threading.Event | None = None,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
+        self.serve_args = serve_args  # extra `llm-extproc serve` options (e.g. --loop uvloop)
         if upstream is not None:
             envoy_config.Upstream.parse(upstream)  # ValueError names the problem
         self.config_path = Path(config_path).absolute()
@@ -169,7 +171,14 @@ class DevStack:
             python = [sys.executable, "-m", "extproc"]
             if not self.upstream_url:
                 mock = self._spawn("mock", [*python, "mock-upstream", "--port", "0"])
-            serve = ["serve", "--config", str(self.config_path), "--listen", self.sidecar_address]
+            serve = [
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--listen",
+                self.sidecar_address,
+                *self.serve_args,
+            ]
             sidecar = self._spawn("sidecar", [*python, *serve])
             if not self.upstream_url:
                 self.upstream_url = self._wait(mock, "its ready line", lambda: mock.match(_MOCK_READY))
@@ -187,7 +196,14 @@ class DevStack:
         old = self.children["sidecar"]
         old.signal(signum)
         old.stop(time.monotonic() + self.timeout)
-        serve = ["serve", "--config", str(self.config_path), "--listen", self.sidecar_address]
+        serve = [
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--listen",
+            self.sidecar_address,
+            *self.serve_args,
+        ]
         sidecar = self._spawn("sidecar", [sys.executable, "-m", "extproc", *serve])
         self._wait(sidecar, "its ready line", lambda: _SIDECAR_READY in sidecar.output() or None)
         self._wait(sidecar, "gRPC health SERVING", self._sidecar_serving)
