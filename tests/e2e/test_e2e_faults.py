@@ -162,3 +162,34 @@ def test_a_hanging_fail_open_hook_is_skipped_after_its_timeout(closed):
     assert closed.mock_last()["json"]["model"] == "rewritten"  # the hooks after it still ran
     assert "h.hang.async_pre_call_hook failed open" in closed.sidecar_log()
     assert_slots_free(closed)
+
+
+def in_flight(stack, count):
+    """`count` slow requests inside the pre-call hook; returns their futures and the pool."""
+    marker = stack.stack.config_path.with_name("started.log")
+    marker.write_text("")
+    pool = concurrent.futures.ThreadPoolExecutor(count)
+    futures = [pool.submit(post, stack, f"slow-{i}") for i in range(count)]
+    deadline = time.monotonic() + 10
+    while len(marker.read_text().splitlines()) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return pool, futures
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_sidecar_killed_under_load(closed, open_, allow):
+    stack = open_ if allow else closed
+    pool, futures = in_flight(stack, 3)
+    stack.stack.children["sidecar"].signal(signal.SIGKILL)
+    with pool:
+        responses = [f.result() for f in futures]
+    if allow:  # Envoy lets the requests it was holding go on, unhooked
+        assert [r.status_code for r in responses] == [200, 200, 200]
+    else:
+        for response in responses:
+            assert_envelope(response, 503, "llm-extproc is unavailable")
+    stack.stack.restart_sidecar()
+    assert post(stack).status_code == 200
+    assert_slots_free(stack)
+    assert "Traceback" not in stack.sidecar_log()
