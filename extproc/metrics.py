@@ -6,6 +6,7 @@ handler labels from the config, phase names. Served on a port of its own (`extpr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -73,6 +74,24 @@ class CacheCollector(Collector):
         return [up, outages, fallbacks]
 
 
+class TaskCollector(Collector):
+    """`llm_extproc_asyncio_tasks`: tasks alive on the sidecar's event loop, read when scraped (from the
+    scrape thread: the loop's task set may change meanwhile, so the count is retried)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("llm_extproc_asyncio_tasks", "Tasks alive on the sidecar's event loop")
+        for _ in range(5):
+            try:
+                gauge.add_metric([], float(len(asyncio.all_tasks(self._loop))))
+                break
+            except RuntimeError:  # the set changed while it was read
+                continue
+        return [gauge]
+
+
 _collector: CacheCollector | None = None
 
 
@@ -82,6 +101,10 @@ def watch_cache(backends: Callable[[], Iterable[Any]]) -> None:
     if _collector is None:
         _collector = CacheCollector(backends)
         REGISTRY.register(_collector)
+
+
+def watch_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    REGISTRY.register(TaskCollector(loop))
 
 
 def serve(listen: str) -> int:

@@ -140,6 +140,7 @@ async def serve(pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: 
     metrics_listen = pipeline.config.sidecar.metrics_listen
     if metrics_listen:
         metrics.watch_cache(lambda: [c for c in [sidecar.pipeline.cache.shared_cache] if c is not None])
+        metrics.watch_tasks(asyncio.get_running_loop())
         port = metrics.serve(metrics_listen)
         log.info("metrics on http://%s:%d/metrics", metrics_listen.rpartition(":")[0], port)
     print(f"llm-extproc serving on {' '.join(addresses)}", flush=True)

@@ -48,6 +48,7 @@ def config(failure_mode_allow=False):
 litellm_settings:
   callbacks: [handlers.rate_limiter, h.hang, h.rewrite]
 extproc:
+  metrics_listen: "127.0.0.1:0"
   failure_mode_allow: {str(failure_mode_allow).lower()}
   hook_timeout_ms: 1500
   grace_seconds: 5
@@ -69,6 +70,52 @@ def post(stack, content="hi", timeout=10.0):
         return client.post("/v1/chat/completions", json=chat(content), headers=KEY)
 
 
+def scrape(stack):
+    import re
+
+    deadline = time.monotonic() + 10
+    while (found := re.search(r"metrics on (http://\S+)", stack.sidecar_log())) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with httpx.Client(trust_env=False) as client:
+        text = client.get(found.group(1)).text
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith(("llm_extproc_in_flight_requests ", "llm_extproc_asyncio_tasks "))
+    }
+
+
+IDLE_TASKS: dict[int, float] = {}
+
+
+def note_idle(stack):
+    """The task count of this sidecar process while idle (right after it started)."""
+    pid = stack.stack.children["sidecar"].process.pid
+    IDLE_TASKS[pid] = scrape(stack)["llm_extproc_asyncio_tasks"]
+
+
+def assert_settled(stack):
+    """Nothing left running: no request in flight, no task beyond the idle ones, no error logged."""
+    idle = IDLE_TASKS[stack.stack.children["sidecar"].process.pid]
+    deadline = time.monotonic() + 5
+    while True:
+        values = scrape(stack)
+        if values["llm_extproc_in_flight_requests"] == 0 and values["llm_extproc_asyncio_tasks"] <= idle:
+            break
+        assert time.monotonic() < deadline, (values, idle)
+        time.sleep(0.05)
+    errors = [
+        line for line in stack.sidecar_log().splitlines() if '"level": "error"' in line or "Traceback" in line
+    ]
+    assert errors == []
+
+
+def restart(stack):
+    stack.stack.restart_sidecar()
+    note_idle(stack)
+
+
 def assert_slots_free(stack):
     """As many concurrent requests as the parallel limit all pass: no slot leaked."""
     with concurrent.futures.ThreadPoolExecutor(LIMIT) as pool:
@@ -85,12 +132,16 @@ def assert_envelope(response, status, fragment):
 
 @pytest.fixture(scope="module")
 def closed(e2e_stack):
-    return e2e_stack(config(), HANDLERS)
+    stack = e2e_stack(config(), HANDLERS)
+    note_idle(stack)
+    return stack
 
 
 @pytest.fixture(scope="module")
 def open_(e2e_stack):
-    return e2e_stack(config(failure_mode_allow=True), HANDLERS)
+    stack = e2e_stack(config(failure_mode_allow=True), HANDLERS)
+    note_idle(stack)
+    return stack
 
 
 def test_sidecar_killed_fails_closed_with_an_envelope_and_recovers(closed):
@@ -99,11 +150,12 @@ def test_sidecar_killed_fails_closed_with_an_envelope_and_recovers(closed):
     sidecar.signal(signal.SIGKILL)
     sidecar.process.wait(10)
     assert_envelope(post(closed), 503, "llm-extproc is unavailable")
-    closed.stack.restart_sidecar()
+    restart(closed)
     closed.mock_clear()
     assert post(closed).status_code == 200
     assert closed.mock_last()["json"]["model"] == "rewritten"
     assert_slots_free(closed)
+    assert_settled(closed)
 
 
 def test_sidecar_killed_with_failure_mode_allow_lets_requests_through_unhooked(open_):
@@ -113,11 +165,12 @@ def test_sidecar_killed_with_failure_mode_allow_lets_requests_through_unhooked(o
     open_.mock_clear()
     assert post(open_).status_code == 200
     assert open_.mock_last()["json"]["model"] == "original"  # not hooked: failure_mode_allow
-    open_.stack.restart_sidecar()
+    restart(open_)
     open_.mock_clear()
     assert post(open_).status_code == 200
     assert open_.mock_last()["json"]["model"] == "rewritten"
     assert_slots_free(open_)
+    assert_settled(open_)
 
 
 def test_a_wedged_sidecar_times_out_as_a_504_envelope(closed):
@@ -131,6 +184,7 @@ def test_a_wedged_sidecar_times_out_as_a_504_envelope(closed):
         sidecar.signal(signal.SIGCONT)
     assert post(closed).status_code == 200
     assert_slots_free(closed)
+    assert_settled(closed)
 
 
 def test_sigterm_under_load_finishes_requests_in_flight_then_exits(closed, tmp_path):
@@ -149,8 +203,9 @@ def test_sigterm_under_load_finishes_requests_in_flight_then_exits(closed, tmp_p
     assert sidecar.process.wait(10) == 0
     assert time.monotonic() - stopped_at < 5 + 1  # within grace_seconds
     assert_envelope(post(closed), 503, "llm-extproc is unavailable")  # no new request accepted
-    closed.stack.restart_sidecar()
+    restart(closed)
     assert_slots_free(closed)
+    assert_settled(closed)
 
 
 def test_a_hanging_fail_open_hook_is_skipped_after_its_timeout(closed):
@@ -162,6 +217,7 @@ def test_a_hanging_fail_open_hook_is_skipped_after_its_timeout(closed):
     assert closed.mock_last()["json"]["model"] == "rewritten"  # the hooks after it still ran
     assert "h.hang.async_pre_call_hook failed open" in closed.sidecar_log()
     assert_slots_free(closed)
+    assert_settled(closed)
 
 
 def in_flight(stack, count):
@@ -189,7 +245,7 @@ def test_sidecar_killed_under_load(closed, open_, allow):
     else:
         for response in responses:
             assert_envelope(response, 503, "llm-extproc is unavailable")
-    stack.stack.restart_sidecar()
+    restart(stack)
     assert post(stack).status_code == 200
     assert_slots_free(stack)
-    assert "Traceback" not in stack.sidecar_log()
+    assert_settled(stack)
