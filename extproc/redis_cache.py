@@ -54,7 +54,7 @@ def _decode(raw: bytes | str | None) -> Any:
 class RedisBackend:
     """`CacheBackend` on `redis.asyncio`; every call is bounded by `timeout_s` and never retried here.
 
-    At most `max_connections` are open; a burst beyond that waits (up to `timeout_s`) for a free one
+    At most `max_connections` are open; a burst beyond that waits (up to 2 s or 8 timeouts) for a free one
     instead of failing with "too many connections".
     """
 
@@ -68,7 +68,9 @@ class RedisBackend:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_s,  # waiting for a free connection
+            # Waiting for a free connection is not an outage: every call in progress ends within its socket
+            # timeout, so a burst beyond the pool waits its turn instead of falling back to local counts.
+            timeout=max(2.0, 8 * timeout_s),
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),  # fail fast: ResilientBackend decides what happens next
