@@ -9,7 +9,6 @@ response byte reaches the client before moderation has passed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -20,7 +19,7 @@ from extproc.decisions import Outbox, Reply
 class ModerationGate:
     """Owns the moderation task of one request."""
 
-    __slots__ = ("_fail", "_headers_waiting", "_outbox", "_pushed", "_reply", "_wait_s", "_watcher")
+    __slots__ = ("_fail", "_headers_waiting", "_outbox", "_reply", "_wait_s", "_watcher")
 
     def __init__(
         self,
@@ -34,7 +33,6 @@ class ModerationGate:
         self._wait_s = wait_s
         self._reply: Reply | None = None
         self._headers_waiting = False
-        self._pushed = False
         self._watcher = asyncio.get_running_loop().create_task(self._watch(moderation))
 
     async def _watch(self, moderation: Coroutine[Any, Any, None]) -> None:
@@ -45,7 +43,6 @@ class ModerationGate:
             reply = await self._fail(failure.cause, failure.hook.label)
         self._reply = reply
         if not self._headers_waiting:
-            self._pushed = True
             await self._outbox.push(reply)
 
     async def verdict(self) -> Reply | None:
@@ -56,14 +53,6 @@ class ModerationGate:
         await asyncio.shield(self._watcher)
         return self._reply
 
-    @property
-    def pushed(self) -> bool:
-        return self._pushed
-
     def cancel(self) -> None:
         if not self._watcher.done():
             self._watcher.cancel()
-
-    async def drain(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watcher

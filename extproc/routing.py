@@ -61,10 +61,6 @@ class Router:
         self._cycles: dict[str, Iterator[Target]] = {name: itertools.cycle(t) for name, t in by_name.items()}
         self.renames = any(t.upstream_model != t.model_name for t in self.targets)
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._by_name)
-
     def pick(self, model: Any) -> Target | None:
         if not isinstance(model, str):
             return None

@@ -129,9 +129,6 @@ class Sidecar:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(address[len("unix:") :])
 
-    async def wait(self) -> None:
-        await self._server.wait_for_termination()
-
 
 async def serve(pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: float | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads when reloading is on."""

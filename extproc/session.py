@@ -8,7 +8,6 @@ Every error the client gets passes through `_fail`, where the failure hooks may 
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from dataclasses import replace
 from datetime import datetime
@@ -89,7 +88,6 @@ class Session:
         "public_model",
         "request_id",
         "start_time",
-        "started",
         "status",
         "stream",
         "stream_cut",
@@ -103,7 +101,6 @@ class Session:
         self.metadata: dict[str, Any] = {}
         self.passthrough = False
         self.request_id = ""
-        self.started = time.monotonic()
         self.start_time = datetime.now()
         self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
         self.status = 0

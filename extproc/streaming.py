@@ -278,6 +278,3 @@ class StreamPump:
         self._done = True
         if not self._task.done():
             self._task.cancel()
-
-    async def wait(self) -> None:
-        await asyncio.gather(self._task, return_exceptions=True)
