@@ -73,6 +73,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(pipeline.config.sidecar.log_level, _json_logs(args))
     listen = tuple(args.listen) if args.listen else pipeline.config.sidecar.listen
     interval = args.reload_interval if args.reload_interval > 0 else 0.0
+    workers = pipeline.config.sidecar.workers
+    if args.worker_index is None and workers > 1:
+        from extproc.workers import supervise, worker_addresses
+
+        try:
+            for address in listen:
+                worker_addresses(address, workers)
+        except ValueError as exc:
+            print(f"error: extproc.workers: {exc}", file=sys.stderr)
+            return USAGE_EXIT
+        return supervise(args.argv, workers, pipeline.config.sidecar.grace_seconds)
+    worker = args.worker_index or 0
+    if worker:
+        from extproc.workers import worker_address
+
+        listen = tuple(worker_address(address, worker) for address in listen)
     runner = asyncio.run
     if args.loop == "uvloop":
         try:
@@ -81,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             runner = uvloop.run
         except ImportError:
             logging.getLogger("extproc.cli").warning("uvloop is not installed: using asyncio's event loop")
-    runner(serve(pipeline, listen, interval))
+    runner(serve(pipeline, listen, interval, worker))
     return 0
 
 
@@ -194,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
         default="uvloop",
         help="the event loop (default uvloop, ~10-15%% less CPU per request; asyncio if it is missing)",
     )
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     _log_format(serve, os.environ.get(LOG_FORMAT_ENV, "json"))
     serve.set_defaults(func=cmd_serve)
 
@@ -253,6 +270,7 @@ def _log_format(command: argparse.ArgumentParser, default: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `serve` hands its workers
     try:
         return int(args.func(args))
     except (ConfigError, HandlerError) as exc:

@@ -83,6 +83,8 @@ class SidecarSettings:
     handler_paths: tuple[Path, ...] = ()
     # Set: one ext_proc message per request (no request-headers message); only these headers reach hooks.
     forward_headers: tuple[str, ...] | None = None
+    # Sidecar processes, each on its own socket (extproc/workers.py); Envoy balances across them.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ _SIDECAR_KEYS = {
     "tls",
     "handler_paths",
     "forward_headers",
+    "workers",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 ENV_PREFIX = "os.environ/"
@@ -321,7 +324,18 @@ def _sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> SidecarSet
         tls=_tls(raw.get("tls")),
         handler_paths=_handler_paths(raw.get("handler_paths"), base),
         forward_headers=_forward_headers(raw.get("forward_headers")),
+        workers=_workers(raw.get("workers", defaults.workers)),
     )
+
+
+MAX_WORKERS = 64
+
+
+def _workers(value: Any) -> int:
+    workers = _int(value, "extproc.workers")
+    if workers > MAX_WORKERS:
+        raise ConfigError(f"extproc.workers: at most {MAX_WORKERS}, got {workers}")
+    return workers
 
 
 def _callbacks(value: Any) -> tuple[str, ...]:
@@ -363,6 +377,15 @@ def parse(raw: Any, path: Path) -> Config:
     warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
     callbacks = _callbacks(litellm.get("callbacks"))
     sidecar = _sidecar(_mapping(doc.get("extproc"), "extproc"), warnings, path.parent)
+    if sidecar.workers > 1:
+        fixed = [a for a in sidecar.listen if a.startswith("unix:") or not a.endswith(":0")]
+        if len(fixed) != len(sidecar.listen):
+            raise ConfigError("extproc.workers: several workers need fixed ports in extproc.listen")
+        if sidecar.cache.redis_url is None:
+            warnings.append(
+                "extproc.workers: without extproc.cache.redis_url every worker keeps its own cache, "
+                "so rate limits count per worker"
+            )
     warnings += [
         f"extproc.handlers.{ref}: not a configured callback"
         for ref in sidecar.handlers.keys() - set(callbacks)

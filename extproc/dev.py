@@ -32,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from extproc import envoy_config
 from extproc import pipeline as pipeline_module
 from extproc.server import SERVICE_NAME
+from extproc.workers import worker_addresses
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
@@ -145,6 +146,7 @@ class DevStack:
         self.url = ""
         self.admin_url = ""
         self.children: dict[str, Child] = {}
+        self.workers = 1
         self._cancel = cancel or threading.Event()
         self._stopped = False
 
@@ -168,6 +170,7 @@ class DevStack:
                 pipeline = pipeline_module.load(self.config_path)
             finally:
                 sys.path[:] = saved_path
+            self.workers = pipeline.config.sidecar.workers
             python = [sys.executable, "-m", "extproc"]
             if not self.upstream_url:
                 mock = self._spawn("mock", [*python, "mock-upstream", "--port", "0"])
@@ -251,13 +254,17 @@ class DevStack:
             time.sleep(_POLL_S)
 
     def _sidecar_serving(self) -> bool | None:
-        with grpc.insecure_channel(self.sidecar_address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)
-            except grpc.RpcError:
+        """True once every worker (one, unless `extproc.workers` says more) answers SERVING."""
+        for address in worker_addresses(self.sidecar_address, self.workers):
+            with grpc.insecure_channel(address) as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)
+                except grpc.RpcError:
+                    return None
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
                 return None
-        return True if reply.status == health_pb2.HealthCheckResponse.SERVING else None
+        return True
 
     def _wait_envoy(self) -> None:
         envoy = self.children["envoy"]

@@ -19,6 +19,7 @@ from extproc.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
 from extproc.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 from extproc.routing import DEPLOYMENT_HEADER, Target
 from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE
+from extproc.workers import worker_addresses
 
 METADATA_NAMESPACE = "llm_extproc"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
@@ -311,15 +312,16 @@ def access_log(path: str) -> list[dict[str, Any]]:
     ]
 
 
-def _cluster(name: str, address: dict[str, Any], buffer_limit: int, http2: bool) -> dict[str, Any]:
+def _cluster(name: str, addresses: list[dict[str, Any]], buffer_limit: int, http2: bool) -> dict[str, Any]:
+    """A cluster of these endpoints (several: balanced round robin, Envoy's default)."""
     cluster: dict[str, Any] = {
         "name": name,
-        "type": "STATIC" if "pipe" in address else "STRICT_DNS",
+        "type": "STATIC" if "pipe" in addresses[0] else "STRICT_DNS",
         "connect_timeout": "1s",
         "per_connection_buffer_limit_bytes": buffer_limit,
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a}} for a in addresses]}],
         },
     }
     if http2:
@@ -333,8 +335,10 @@ def _cluster(name: str, address: dict[str, Any], buffer_limit: int, http2: bool)
 
 
 def _sidecar_cluster(pipeline: Pipeline, sidecar: str, buffer_limit: int) -> dict[str, Any]:
-    """The sidecar's cluster; over TCP with `extproc.tls`, Envoy verifies it and (mTLS) shows its own cert."""
-    cluster = _cluster(SIDECAR_CLUSTER, _address(sidecar), buffer_limit, http2=True)
+    """The sidecar's cluster, one endpoint per worker; over TCP with `extproc.tls`, Envoy verifies the
+    sidecar and (mTLS) shows its own certificate."""
+    addresses = worker_addresses(sidecar, pipeline.config.sidecar.workers)
+    cluster = _cluster(SIDECAR_CLUSTER, [_address(a) for a in addresses], buffer_limit, http2=True)
     tls = pipeline.config.sidecar.tls
     if tls is None or sidecar.startswith("unix:"):
         return cluster
@@ -360,7 +364,7 @@ def _sidecar_cluster(pipeline: Pipeline, sidecar: str, buffer_limit: int) -> dic
 
 def _upstream_cluster(name: str, upstream: Upstream, buffer_limit: int) -> dict[str, Any]:
     address = {"socket_address": {"address": upstream.host, "port_value": upstream.port}}
-    cluster = _cluster(name, address, buffer_limit, http2=False)
+    cluster = _cluster(name, [address], buffer_limit, http2=False)
     if upstream.scheme == "https":
         cluster["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",

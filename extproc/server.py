@@ -22,6 +22,7 @@ from extproc import metrics
 from extproc.pipeline import Pipeline
 from extproc.reload import Reloader
 from extproc.transport import ExternalProcessor
+from extproc.workers import worker_address
 
 log = logging.getLogger("extproc.server")
 
@@ -130,14 +131,19 @@ class Sidecar:
                     os.unlink(address[len("unix:") :])
 
 
-async def serve(pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: float | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads when reloading is on."""
+async def serve(
+    pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: float | None = None, worker: int = 0
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads when reloading is on. Worker i of
+    several serves its metrics on the configured port + i."""
     sidecar = Sidecar(pipeline, listen, reload_interval_s)
     addresses = await sidecar.start()
     metrics_listen = pipeline.config.sidecar.metrics_listen
     if metrics_listen:
         metrics.watch_cache(lambda: [c for c in [sidecar.pipeline.cache.shared_cache] if c is not None])
         metrics.watch_tasks(asyncio.get_running_loop())
+        if worker and not metrics_listen.endswith(":0"):
+            metrics_listen = worker_address(metrics_listen, worker)
         port = metrics.serve(metrics_listen)
         log.info("metrics on http://%s:%d/metrics", metrics_listen.rpartition(":")[0], port)
     print(f"llm-extproc serving on {' '.join(addresses)}", flush=True)

@@ -103,6 +103,9 @@ def test_callbacks_list_and_extproc_section(tmp_path):
             "environment variable 'NOPE_NOT_SET' is not set",
         ),
         ("[1, 2]", "expected a mapping"),
+        ("extproc: {workers: 0}", "extproc.workers: expected an integer >= 1"),
+        ("extproc: {workers: 65}", "extproc.workers: at most 64"),
+        ("extproc: {workers: 2, listen: ['127.0.0.1:0']}", "several workers need fixed ports"),
         ("a: [", "not valid YAML"),
     ],
 )
@@ -371,3 +374,13 @@ def test_a_handler_folder_cannot_shadow_the_standard_library(tmp_path):
     finally:
         sys.modules["json"] = json
     assert reimported.__file__ == json.__file__
+
+
+def test_workers_without_a_shared_cache_warn_that_limits_count_per_worker(tmp_path):
+    alone = config.load(write(tmp_path, "a.yaml", "extproc: {workers: 3, listen: ['unix:/tmp/s']}"))
+    assert alone.sidecar.workers == 3
+    assert any("rate limits count per worker" in w for w in alone.warnings)
+    shared = config.load(
+        write(tmp_path, "b.yaml", "extproc: {workers: 3, cache: {redis_url: 'redis://127.0.0.1:6379'}}")
+    )
+    assert shared.warnings == ()

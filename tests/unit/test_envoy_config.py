@@ -167,7 +167,7 @@ def test_the_documented_rate_limit_filter_validates_after_ext_proc(tmp_path):
     service = ratelimit["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     bootstrap["static_resources"]["clusters"].append(
         envoy_config._cluster(
-            service, {"socket_address": {"address": "127.0.0.1", "port_value": 8081}}, 65536, http2=True
+            service, [{"socket_address": {"address": "127.0.0.1", "port_value": 8081}}], 65536, http2=True
         )
     )
     result = validate(tmp_path, bootstrap)
@@ -211,3 +211,40 @@ def test_one_message_mode_skips_request_headers_and_validates(tmp_path):
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert len([r for r in routes if r["name"].startswith("llm_")]) == 6
     assert validate(tmp_path, bootstrap).returncode == 0
+
+
+PRE_CALL_HOOK = """
+from extproc import CustomLogger
+class H(CustomLogger):
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        return data
+h = H()
+"""
+
+
+def test_every_worker_is_an_endpoint_of_the_sidecar_cluster(tmp_path):
+    from extproc.workers import worker_address
+
+    assert worker_address("unix:/run/x.sock", 0) == "unix:/run/x.sock"
+    assert worker_address("unix:/run/x.sock", 2) == "unix:/run/x.sock.2"
+    assert worker_address("0.0.0.0:50051", 3) == "0.0.0.0:50054"
+    with pytest.raises(ValueError, match="fixed port"):
+        worker_address("127.0.0.1:0", 1)
+    built = build(
+        tmp_path, "litellm_settings: {callbacks: [h.h]}\nextproc: {workers: 3}", {"h.py": PRE_CALL_HOOK}
+    )
+    for sidecar, expected in (
+        (
+            "unix:/tmp/x.sock",
+            [{"pipe": {"path": p}} for p in ("/tmp/x.sock", "/tmp/x.sock.1", "/tmp/x.sock.2")],
+        ),
+        (
+            "127.0.0.1:7000",
+            [{"socket_address": {"address": "127.0.0.1", "port_value": p}} for p in (7000, 7001, 7002)],
+        ),
+    ):
+        bootstrap = generate(built, sidecar=sidecar)
+        (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "llm_extproc"]
+        endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert [e["endpoint"]["address"] for e in endpoints] == expected
+        assert validate(tmp_path, bootstrap).returncode == 0

@@ -1,0 +1,147 @@
+"""Several sidecar processes for several cores: where each worker listens, and the supervisor.
+
+With `extproc.workers: N`, `serve` starts N worker processes, each a whole sidecar on its own socket:
+worker 0 on the configured address, worker i on the port + i (TCP) or the socket path + `.i` (unix).
+The generated Envoy config lists all N as endpoints of the sidecar's cluster, and Envoy balances the
+ext_proc streams across them round robin. Workers share nothing in process: each has its own in-process
+cache, so counters that must be global (rate limits) need `extproc.cache.redis_url`.
+
+The supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker, restarts a worker that dies (after
+a backoff that grows while it keeps dying at start), and exits once every worker has exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+log = logging.getLogger("extproc.workers")
+
+WORKER_INDEX_OPTION = "--worker-index"
+_POLL_S = 0.2
+_BACKOFF_START_S = 0.5
+_BACKOFF_MAX_S = 10.0
+_STABLE_AFTER_S = 30.0  # a worker that ran this long before dying restarts at once
+_KILL_AFTER_GRACE_S = 5.0
+
+
+def worker_address(address: str, index: int) -> str:
+    """Where worker `index` listens when the configured address is `address` (worker 0: as is)."""
+    if index == 0:
+        return address
+    if address.startswith("unix:"):
+        return f"{address}.{index}"
+    host, _, port = address.rpartition(":")
+    if int(port) == 0:
+        raise ValueError(f"{address}: several workers need a fixed port (worker i listens on port + i)")
+    return f"{host}:{int(port) + index}"
+
+
+def worker_addresses(address: str, count: int) -> list[str]:
+    return [worker_address(address, index) for index in range(count)]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the supervisor dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Worker:
+    """One worker process and its restart bookkeeping."""
+
+    def __init__(self, index: int, command: list[str]) -> None:
+        self.index = index
+        self.command = command
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.backoff_s = _BACKOFF_START_S
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, preexec_fn=_stop_with_parent)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+
+class Supervisor:
+    """Runs `count` workers, each `command + [--worker-index, i]`, until told to stop."""
+
+    def __init__(self, command: Sequence[str], count: int, grace_s: float) -> None:
+        self.workers = [Worker(i, [*command, WORKER_INDEX_OPTION, str(i)]) for i in range(count)]
+        self.grace_s = grace_s
+        self._stopping = threading.Event()
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        for worker in self.workers:
+            worker.signal(signal.SIGHUP)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hangup)
+        for worker in self.workers:
+            worker.start()
+        log.info("started %d workers", len(self.workers))
+        while not self._stopping.wait(_POLL_S):
+            now = time.monotonic()
+            for worker in self.workers:
+                self._look_after(worker, now)
+        return self._stop()
+
+    def _look_after(self, worker: Worker, now: float) -> None:
+        if worker.restart_at is not None:
+            if now >= worker.restart_at:
+                worker.restarts += 1
+                worker.start()
+            return
+        code = worker.exited()
+        if code is None:
+            return
+        if now - worker.started_at >= _STABLE_AFTER_S:
+            worker.backoff_s = _BACKOFF_START_S
+        log.error("worker %d exited with %s; restarting it in %.1f s", worker.index, code, worker.backoff_s)
+        worker.restart_at = now + worker.backoff_s
+        worker.backoff_s = min(worker.backoff_s * 2, _BACKOFF_MAX_S)
+
+    def _stop(self) -> int:
+        for worker in self.workers:
+            worker.signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s + _KILL_AFTER_GRACE_S
+        for worker in self.workers:
+            if worker.process is None:
+                continue
+            try:
+                worker.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not stop within the grace period: killed", worker.index)
+                worker.process.kill()
+                worker.process.wait()
+        return 0
+
+
+def supervise(argv: Sequence[str], count: int, grace_s: float) -> int:
+    """Start `count` workers running this same `serve` command line (`argv`, without the program)."""
+    return Supervisor([sys.executable, "-m", "extproc", *argv], count, grace_s).run()
