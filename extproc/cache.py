@@ -3,13 +3,20 @@
 Every method exists in a sync and an async form, with LiteLLM's names and keyword arguments.
 The async forms are the ones hooks should use; a shared backend (Redis) plugs in behind
 `CacheBackend` without changing what handlers call.
+
+Two extensions serve counters that are taken and given back (the rate limiter's): `async_adjust_counter`
+changes a counter only if it still exists, so a release never creates a key (a negative count) after
+the counter expired, and `async_increment_counter` reports which store ("shared" or "local") counted
+an increment, so the release can be pinned to that same store across a shared-store outage.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+Store = Literal["shared", "local"]
 
 
 class CacheBackend(Protocol):
@@ -18,8 +25,21 @@ class CacheBackend(Protocol):
     async def get(self, key: str) -> Any: ...
     async def set(self, key: str, value: Any, ttl: float | None) -> None: ...
     async def increment(self, key: str, amount: float, ttl: float | None) -> float: ...
+    # Changes an existing, unexpired counter by `amount`; None, and no key created, if there is none.
+    async def adjust(self, key: str, amount: float) -> float | None: ...
     async def delete(self, key: str) -> None: ...
     async def batch_get(self, keys: list[str]) -> list[Any]: ...
+
+
+class PinningBackend:
+    """A shared backend with a local fallback that tells which store served an increment, and
+    adjusts a counter on the store named."""
+
+    async def increment_pinned(self, key: str, amount: float, ttl: float | None) -> tuple[float, Store]:
+        raise NotImplementedError
+
+    async def adjust_pinned(self, key: str, amount: float, store: Store) -> float | None:
+        raise NotImplementedError
 
 
 class InMemoryCache:
@@ -51,13 +71,22 @@ class InMemoryCache:
         self._store[key] = (value, self._expiry(ttl))
 
     def increment_sync(self, key: str, amount: float, ttl: float | None = None) -> float:
-        entry = self._store.get(key)
-        now = time.monotonic()
-        if entry is None or (entry[1] is not None and entry[1] <= now):
+        value = self.adjust_sync(key, amount)
+        if value is None:
             self.set_sync(key, amount, ttl)
             return amount
-        value = (entry[0] or 0) + amount
-        # Incrementing keeps the window's original expiry, as Redis' INCRBY does.
+        return value
+
+    def adjust_sync(self, key: str, amount: float) -> float | None:
+        """Add `amount` to an existing, unexpired counter; None (nothing created) if there is none."""
+        entry = self._store.get(key)
+        if entry is None:
+            return None
+        if entry[1] is not None and entry[1] <= time.monotonic():
+            del self._store[key]
+            return None
+        value: float = (entry[0] or 0) + amount
+        # Changing a counter keeps the window's original expiry, as Redis' INCRBY does.
         self._store[key] = (value, entry[1])
         return value
 
@@ -83,6 +112,9 @@ class InMemoryCache:
 
     async def increment(self, key: str, amount: float, ttl: float | None) -> float:
         return self.increment_sync(key, amount, ttl)
+
+    async def adjust(self, key: str, amount: float) -> float | None:
+        return self.adjust_sync(key, amount)
 
     async def delete(self, key: str) -> None:
         self.delete_sync(key)
@@ -148,6 +180,30 @@ class DualCache:
         self, key: str, value: float, local_only: bool = False, **kwargs: Any
     ) -> float:
         return await self._store(local_only).increment(key, value, _ttl(kwargs))
+
+    async def async_increment_counter(
+        self, key: str, amount: float, ttl: float | None = None
+    ) -> tuple[float, Store]:
+        """`async_increment_cache`, and which store counted it: pass that to `async_adjust_counter`."""
+        shared = self.shared_cache
+        if shared is None:
+            return await self.in_memory_cache.increment(key, amount, ttl), "local"
+        if isinstance(shared, PinningBackend):
+            return await shared.increment_pinned(key, amount, ttl)
+        return await shared.increment(key, amount, ttl), "shared"
+
+    async def async_adjust_counter(self, key: str, amount: float, store: Store | None = None) -> float | None:
+        """Change an existing counter by `amount`; None, and no key created, if it is absent or expired.
+
+        With `store` (from `async_increment_counter`) the change goes to the store that counted the
+        increment, never to the other one.
+        """
+        shared = self.shared_cache
+        if shared is None or store == "local":
+            return await self.in_memory_cache.adjust(key, amount)
+        if store is not None and isinstance(shared, PinningBackend):
+            return await shared.adjust_pinned(key, amount, store)
+        return await shared.adjust(key, amount)
 
     async def async_delete_cache(self, key: str, local_only: bool = False, **kwargs: Any) -> None:
         await self._store(local_only).delete(key)

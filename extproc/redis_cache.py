@@ -5,6 +5,11 @@ INCRBYFLOAT targets) and changes counters atomically in one round trip. `Resilie
 front of the in-process cache: while the shared store is unreachable, calls are served from local
 counts (or refused with `CacheUnavailable`), and the shared store is tried again at most once per
 `retry_after_s` until it answers.
+
+Counters that are given back use `adjust`, which changes only a key that still exists (so a release
+after the key expired creates no negative count), and the pinned forms: `increment_pinned` says which
+store counted, and `adjust_pinned` gives back on that store only. A release meant for the shared store
+while it is down is dropped (its count expires with the key's TTL), never applied to local counts.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from extproc.cache import CacheBackend, DualCache, InMemoryCache
+from extproc.cache import CacheBackend, DualCache, InMemoryCache, PinningBackend, Store
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +43,15 @@ end
 return value
 """
 
+# KEYS[1] = counter, ARGV[1] = amount. Changes the counter only if it exists (an expired key does not),
+# so a release never creates a key; nil when absent, else INCRBYFLOAT's string as above.
+ADJUST_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+return redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+"""
+
 # What makes the shared store "down" (OSError includes the builtin TimeoutError). Other errors, such as
 # a ResponseError for a key holding a non-number, are bugs to surface, not outages.
 UNAVAILABLE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -49,6 +63,11 @@ def _ms(ttl: float | None) -> int:
 
 def _decode(raw: bytes | str | None) -> Any:
     return None if raw is None else orjson.loads(raw)
+
+
+def _number(raw: bytes | str) -> float:
+    value = float(raw)
+    return int(value) if value.is_integer() else value
 
 
 class RedisBackend:
@@ -77,6 +96,7 @@ class RedisBackend:
         )
         self._client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
         self._increment = self._client.register_script(INCREMENT_LUA)
+        self._adjust = self._client.register_script(ADJUST_LUA)
 
     async def get(self, key: str) -> Any:
         return _decode(await self._client.get(self.prefix + key))
@@ -85,12 +105,17 @@ class RedisBackend:
         await self._client.set(self.prefix + key, orjson.dumps(value), px=_ms(ttl) or None)
 
     async def increment(self, key: str, amount: float, ttl: float | None) -> float:
-        raw = await self._increment(keys=[self.prefix + key], args=[repr(amount), _ms(ttl)])
-        value = float(raw)
-        return int(value) if value.is_integer() else value
+        return _number(await self._increment(keys=[self.prefix + key], args=[repr(amount), _ms(ttl)]))
+
+    async def adjust(self, key: str, amount: float) -> float | None:
+        raw = await self._adjust(keys=[self.prefix + key], args=[repr(amount)])
+        return None if raw is None else _number(raw)
 
     async def delete(self, key: str) -> None:
         await self._client.delete(self.prefix + key)
+
+    async def drop_idle_connections(self) -> None:
+        await self._client.connection_pool.disconnect(inuse_connections=False)
 
     async def batch_get(self, keys: list[str]) -> list[Any]:
         if not keys:
@@ -116,7 +141,7 @@ class CacheUnavailable(Exception):
         super().__init__(self.detail)
 
 
-class ResilientBackend:
+class ResilientBackend(PinningBackend):
     """Calls go to `shared`; while it is unreachable, to `local` ("local") or nowhere ("deny").
 
     One warning is logged per outage and one line when it ends. While down, at most one call per
@@ -140,6 +165,7 @@ class ResilientBackend:
         self.retry_after_s = retry_after_s
         self.outages = 0  # outages seen since start
         self.fallback_calls = 0  # calls answered without the shared store (served locally or denied)
+        self.dropped_releases = 0  # pinned adjustments of the shared store skipped while it was down
         self._down_since: float | None = None
         self._next_try = 0.0
 
@@ -147,23 +173,33 @@ class ResilientBackend:
     def state(self) -> str:
         return "up" if self._down_since is None else "down"
 
-    async def _call(self, op: Callable[[CacheBackend], Awaitable[T]]) -> T:
+    def _shared_due(self) -> bool:
+        """Whether a call goes to the shared store: it is up, or this is the interval's one probe."""
+        if self._down_since is None:
+            return True
         now = time.monotonic()
-        if self._down_since is None or now >= self._next_try:
-            if self._down_since is not None:
-                self._next_try = now + self.retry_after_s  # one probe per interval, however many calls
+        if now < self._next_try:
+            return False
+        self._next_try = now + self.retry_after_s  # one probe per interval, however many calls
+        return True
+
+    async def _served(self, op: Callable[[CacheBackend], Awaitable[T]]) -> tuple[T, Store]:
+        if self._shared_due():
             try:
                 result = await op(self.shared)
             except UNAVAILABLE_ERRORS as exc:
                 self._mark_down(exc)
             else:
                 if self._down_since is not None:
-                    self._mark_up()
-                return result
+                    await self._mark_up()
+                return result, "shared"
         self.fallback_calls += 1
         if self.on_unavailable == "deny":
             raise CacheUnavailable()
-        return await op(self.local)
+        return await op(self.local), "local"
+
+    async def _call(self, op: Callable[[CacheBackend], Awaitable[T]]) -> T:
+        return (await self._served(op))[0]
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._down_since is not None:
@@ -182,8 +218,11 @@ class ResilientBackend:
             action,
         )
 
-    def _mark_up(self) -> None:
+    async def _mark_up(self) -> None:
         assert self._down_since is not None
+        # Connections idle since before the outage may lead to a server that restarted meanwhile: drop them
+        # now rather than let each fail once and look like a new outage.
+        await self.shared.drop_idle_connections()
         down_for = time.monotonic() - self._down_since
         self._down_since = None
         logger.info(
@@ -198,6 +237,29 @@ class ResilientBackend:
 
     async def increment(self, key: str, amount: float, ttl: float | None) -> float:
         return await self._call(lambda store: store.increment(key, amount, ttl))
+
+    async def adjust(self, key: str, amount: float) -> float | None:
+        return await self._call(lambda store: store.adjust(key, amount))
+
+    async def increment_pinned(self, key: str, amount: float, ttl: float | None) -> tuple[float, Store]:
+        return await self._served(lambda store: store.increment(key, amount, ttl))
+
+    async def adjust_pinned(self, key: str, amount: float, store: Store) -> float | None:
+        """`adjust` on the store named: "local" is the in-process cache; "shared" is skipped (and
+        counted in `dropped_releases`) while the shared store is down, never applied locally."""
+        if store == "local":
+            return await self.local.adjust(key, amount)
+        if self._shared_due():
+            try:
+                result = await self.shared.adjust(key, amount)
+            except UNAVAILABLE_ERRORS as exc:
+                self._mark_down(exc)
+            else:
+                if self._down_since is not None:
+                    await self._mark_up()
+                return result
+        self.dropped_releases += 1
+        return None
 
     async def delete(self, key: str) -> None:
         await self._call(lambda store: store.delete(key))

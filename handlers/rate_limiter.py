@@ -8,6 +8,11 @@ once, client disconnects included) releases the slot and settles the tokens with
 What a request holds is recorded in `data["metadata"]["rate_limiter"]`, so nothing is released twice
 or released that was never taken. The record carries a random token only this handler knows, so a
 client cannot forge one in the `metadata` it sends.
+
+Every give-back (a release, a settlement, a 429's rollback) changes only a counter that still exists,
+so one that expired while the request was in flight is not re-created negative, and goes to the store
+that counted the take (shared or, during an outage, local), so an outage never moves counts between
+the two.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from extproc import CustomLogger, DualCache, HTTPException, UserAPIKeyAuth, get_formatted_prompt
+from extproc.cache import Store
 
 SCOPES = ("api_key", "user", "team", "team_member", "end_user", "api_key_model")
 LIMITS = ("max_parallel_requests", "rpm", "tpm")
@@ -110,7 +116,7 @@ class Handler(CustomLogger):
             max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0
         )
         estimate = math.ceil(len(get_formatted_prompt(data, call_type)) / 4) + max(0, reserved_output)
-        held: list[tuple[str, float, int]] = []  # (key, amount, ttl): what this request took
+        held: list[tuple[str, float, int, Store]] = []  # (key, amount, ttl, store): what it took
         headers: dict[str, str] = {}
         for scope, ident, limits in self._scopes(user_api_key_dict, data.get("model")):
             for name, limit in limits.items():
@@ -122,12 +128,12 @@ class Handler(CustomLogger):
                         1 if name == "rpm" else estimate,
                         self.window_s * 2,
                     )
-                count = await cache.async_increment_cache(key, amount, ttl=ttl)
-                held.append((key, amount, ttl))
+                count, store = await cache.async_increment_counter(key, amount, ttl)
+                held.append((key, amount, ttl, store))
                 kind = HEADER_TYPE[name]
                 if count > limit:
-                    for taken, taken_amount, taken_ttl in held:
-                        await cache.async_increment_cache(taken, -taken_amount, ttl=taken_ttl)
+                    for taken, taken_amount, _, taken_store in held:
+                        await cache.async_adjust_counter(taken, -taken_amount, store=taken_store)
                     raise self._exceeded(scope, ident, name, limit, window)
                 headers[f"x-ratelimit-{scope}-remaining-{kind}"] = str(max(0, limit - int(count)))
                 headers[f"x-ratelimit-{scope}-limit-{kind}"] = str(limit)
@@ -165,13 +171,13 @@ class Handler(CustomLogger):
         if record is None or record.get("released") or self.cache is None:
             return
         record["released"] = True
-        for key, amount, ttl in record["held"]:
+        for key, amount, _, store in record["held"]:
             if key.endswith(":parallel"):
-                await self.cache.async_increment_cache(key, -1, ttl=ttl)
+                await self.cache.async_adjust_counter(key, -1, store=store)
             elif ":tpm:" in key:
                 settle = (used_tokens if used_tokens is not None else 0) - amount
                 if settle:
-                    await self.cache.async_increment_cache(key, settle, ttl=ttl)
+                    await self.cache.async_adjust_counter(key, settle, store=store)
 
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any

@@ -247,3 +247,186 @@ async def test_shared_dual_cache(valkey_server: ValkeyServer, plain) -> None:
         assert cache.get_cache("cfg") is None  # the sync forms stay in-process
     finally:
         await shared.close()
+
+
+# ---- counters that are given back ----
+async def test_adjust_changes_only_an_existing_key(backend: RedisBackend, plain) -> None:
+    assert await backend.adjust("missing", -1) is None
+    assert plain.exists(PREFIX + "missing") == 0  # no key created at -1
+    assert await backend.increment("c", 3, 10) == 3
+    plain.pexpire(PREFIX + "c", 5_000)
+    result = await backend.adjust("c", -1)
+    assert result == 2 and isinstance(result, int)
+    assert 0 < plain.pttl(PREFIX + "c") <= 5_000  # the expiry is kept
+    half = await backend.adjust("c", 0.5)
+    assert half == 2.5 and isinstance(half, float)
+    assert await backend.increment("forever", 1, None) == 1
+    assert await backend.adjust("forever", -1) == 0
+    assert plain.pttl(PREFIX + "forever") == -1  # no expiry added either
+
+
+async def test_adjust_after_the_key_expired_leaves_it_absent(backend: RedisBackend, plain) -> None:
+    assert await backend.increment("parallel", 1, 0.05) == 1
+    await asyncio.sleep(0.1)  # the counter expires while "in flight"
+    assert await backend.adjust("parallel", -1) is None
+    assert plain.exists(PREFIX + "parallel") == 0
+    assert await backend.get("parallel") is None  # absent, not -1
+    assert await backend.increment("parallel", 1, 60) == 1  # the next acquire starts from zero
+
+
+async def test_release_pinned_local_leaves_the_shared_counter_alone(
+    valkey_server: ValkeyServer, plain
+) -> None:
+    local = InMemoryCache()
+    store = ResilientBackend(RedisBackend(valkey_server.url), local, retry_after_s=RETRY_S)
+    try:
+        valkey_server.stop()
+        assert await store.increment_pinned("p", 1, 60) == (1, "local")  # acquired during the outage
+        valkey_server.start()
+        await asyncio.sleep(RETRY_S)
+        assert await store.increment_pinned("p", 1, 60) == (1, "shared")  # another request, after recovery
+        assert store.state == "up"
+        assert await store.adjust_pinned("p", -1, "local") == 0  # the first one ends
+        assert plain.get(PREFIX + "p") == b"1"  # the shared count of the request still in flight
+        assert local.get_sync("p") == 0
+        assert await store.adjust_pinned("p", -1, "shared") == 0
+        assert plain.get(PREFIX + "p") == b"0"
+        assert store.dropped_releases == 0
+    finally:
+        await store.close()
+
+
+async def test_release_pinned_shared_while_down_is_dropped(valkey_server: ValkeyServer, plain) -> None:
+    local = InMemoryCache()
+    store = ResilientBackend(RedisBackend(valkey_server.url), local, retry_after_s=RETRY_S)
+    try:
+        assert await store.increment_pinned("p", 1, 60) == (1, "shared")
+        valkey_server.stop()
+        assert await store.increment_pinned("p", 1, 60) == (1, "local")  # a request during the outage
+        assert await store.adjust_pinned("p", -1, "shared") is None  # the first one ends: skipped
+        assert store.dropped_releases == 1
+        assert local.get_sync("p") == 1  # the local count was not touched
+        assert await store.adjust_pinned("other", -1, "shared") is None  # within the probe interval
+        assert store.dropped_releases == 2 and local.get_sync("other") is None
+
+        valkey_server.start()  # empty again
+        await asyncio.sleep(RETRY_S)
+        assert await store.adjust_pinned("p", -1, "shared") is None  # this one probes: reached, key absent
+        assert store.state == "up" and store.dropped_releases == 2
+        assert plain.exists(PREFIX + "p") == 0  # no key created at -1
+        assert local.get_sync("p") == 1
+    finally:
+        await store.close()
+
+
+async def test_dual_cache_pins_counters_to_the_store_that_took_them(
+    valkey_server: ValkeyServer, plain
+) -> None:
+    cache = shared_dual_cache(valkey_server.url)
+    shared = cache.shared_cache
+    assert isinstance(shared, ResilientBackend)
+    shared.retry_after_s = RETRY_S
+    try:
+        assert await cache.async_increment_counter("c", 2, ttl=60) == (2, "shared")
+        assert await cache.async_adjust_counter("c", -1, store="shared") == 1
+        assert await cache.async_adjust_counter("absent", -1, store="shared") is None
+        assert plain.get(PREFIX + "c") == b"1" and plain.exists(PREFIX + "absent") == 0
+        valkey_server.stop()
+        assert await cache.async_increment_counter("c", 1, ttl=60) == (1, "local")
+        assert await cache.async_adjust_counter("c", -1, store="shared") is None
+        assert shared.dropped_releases == 1 and cache.get_cache("c") == 1
+        assert await cache.async_adjust_counter("c", -1, store="local") == 0
+    finally:
+        await shared.close()
+
+
+async def test_rate_limiter_release_after_the_shared_counters_expired(
+    valkey_server: ValkeyServer, plain
+) -> None:
+    """The soak's negative parallel counters: a slot that expires in flight must not come back at -1."""
+    from extproc import UserAPIKeyAuth
+    from handlers.rate_limiter import Handler
+
+    handler = Handler(limits={"api_key": {"max_parallel_requests": 2, "tpm": 1000}})
+    user = UserAPIKeyAuth(api_key="hashed-key")
+    parallel = PREFIX + "rl:api_key:hashed-key:parallel"
+    cache = shared_dual_cache(valkey_server.url)
+    shared = cache.shared_cache
+    assert isinstance(shared, ResilientBackend)
+    try:
+        data = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hello"}]}
+        assert await handler.async_pre_call_hook(user, cache, data, "completion") is None
+        held = data["metadata"]["rate_limiter"]["held"]
+        assert [store for *_, store in held] == ["shared", "shared"]
+        assert plain.get(parallel) == b"1"
+        tpm = PREFIX + held[1][0]
+        for key in (parallel, tpm):
+            plain.pexpire(key, 20)
+        await asyncio.sleep(0.05)  # both expire while the request is in flight
+        kwargs = {"litellm_params": {"metadata": data["metadata"]}}
+        await handler.async_log_failure_event(kwargs, None, None, None)
+        assert plain.exists(parallel) == 0 and plain.exists(tpm) == 0  # absent, not -1 / -estimate
+        assert shared.dropped_releases == 0
+    finally:
+        await shared.close()
+
+
+async def test_rate_limiter_releases_an_outage_acquire_locally(valkey_server: ValkeyServer, plain) -> None:
+    from extproc import UserAPIKeyAuth
+    from handlers.rate_limiter import Handler
+
+    handler = Handler(limits={"api_key": {"max_parallel_requests": 5}})
+    user = UserAPIKeyAuth(api_key="hashed-key")
+    key = "rl:api_key:hashed-key:parallel"
+    cache = shared_dual_cache(valkey_server.url)
+    shared = cache.shared_cache
+    assert isinstance(shared, ResilientBackend)
+    shared.retry_after_s = RETRY_S
+
+    def request() -> dict:
+        return {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+
+    async def end(data: dict) -> None:
+        await handler.async_log_success_event(
+            {"litellm_params": {"metadata": data["metadata"]}}, None, None, None
+        )
+
+    try:
+        valkey_server.stop()
+        during = request()
+        await handler.async_pre_call_hook(user, cache, during, "completion")  # counted locally
+        valkey_server.start()
+        await asyncio.sleep(RETRY_S)
+        after = request()
+        await handler.async_pre_call_hook(user, cache, after, "completion")  # counted in Valkey
+        assert plain.get(PREFIX + key) == b"1" and cache.get_cache(key) == 1
+        await end(during)
+        assert plain.get(PREFIX + key) == b"1"  # the shared count is not decremented by a local acquire
+        assert cache.get_cache(key) == 0
+        await end(after)
+        assert plain.get(PREFIX + key) == b"0"
+        assert shared.dropped_releases == 0
+    finally:
+        await shared.close()
+
+
+async def test_connections_from_before_a_restart_do_not_make_a_second_outage(
+    valkey_server: ValkeyServer, plain
+) -> None:
+    store = ResilientBackend(RedisBackend(valkey_server.url), InMemoryCache(), retry_after_s=RETRY_S)
+    try:
+        # Eight calls at once open eight pooled connections, idle afterwards.
+        await asyncio.gather(*(store.increment("k", 1, 60) for _ in range(8)))
+        valkey_server.stop()
+        valkey_server.start()  # the idle connections now lead to a server that is gone
+        assert await store.increment("k", 1, 60) == 1  # local: one of them failed, an outage began
+        assert store.outages == 1
+        await asyncio.sleep(RETRY_S)
+        assert await store.increment("k", 1, 60) == 1  # the probe reached the new server
+        assert store.state == "up"
+        results = await asyncio.gather(*(store.increment("k", 1, 60) for _ in range(8)))
+        assert sorted(results) == list(range(2, 10))  # all on the new server, none on a stale connection
+        assert store.outages == 1 and store.state == "up"
+        assert plain.get(PREFIX + "k") == b"9"
+    finally:
+        await store.close()
