@@ -81,6 +81,7 @@ class Session:
         "endpoint",
         "headers",
         "metadata",
+        "mode",
         "moderation",
         "outbox",
         "passthrough",
@@ -107,6 +108,7 @@ class Session:
         self.public_model: str | None = None  # the client's model name when routing renamed it upstream
         self.ended = False  # exactly one ending (success or failure) per request that reached the hooks
         self.moderation: ModerationGate | None = None
+        self.mode = pipeline.request_mode  # the processing mode Envoy follows (its config, then overrides)
         self.stream: StreamRewriter | StreamPump | None = None
         self.stream_cut = False
         self._user: UserAPIKeyAuth | None = None
@@ -117,6 +119,31 @@ class Session:
             route = self.endpoint.path if self.endpoint else ""
             self._user = self.pipeline.config.sidecar.auth.build(self.headers, self.metadata, None, route)
         return self._user
+
+    def expects_more(self, phase: str, decision: Decision, end_of_stream: bool) -> bool:
+        """Whether Envoy sends another message on this stream once `decision` answers `phase`.
+
+        False lets the transport end the stream itself, instead of waiting for Envoy to close or reset
+        it (a reset cancels the pending read, and grpc.aio leaks native memory for a cancelled read).
+        Envoy honours a mode override only in answers to headers messages.
+        """
+        if isinstance(decision, Reply):
+            return False
+        if isinstance(decision, Deferred) or isinstance(self.stream, StreamPump):
+            return True  # full duplex: the stream ends when the pump has sent everything
+        if decision.mode is not None and phase in ("request_headers", "response_headers"):
+            self.mode = decision.mode
+        mode = self.mode
+        response_side = mode.response_headers or mode.response_body is not BodyMode.NONE
+        if phase == "request_headers":
+            return (not end_of_stream and mode.request_body is not BodyMode.NONE) or response_side
+        if phase == "request_body":
+            return not end_of_stream or response_side
+        if phase == "response_headers":
+            return not end_of_stream and mode.response_body is not BodyMode.NONE
+        if phase == "response_body":
+            return not end_of_stream or mode.response_trailers
+        return False  # trailers come last
 
     # ---- request side ----
     async def request_headers(

@@ -211,9 +211,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                 request = await context.read()
                 if request is grpc.aio.EOF:
                     return
-                response = await self._answer(session, request, endpoint)
+                response, more = await self._answer(session, request, endpoint)
                 if response is not None:
                     await outbox.write(response)
+                if not more:
+                    return  # Envoy sends nothing more: end the stream now (OK status)
         except asyncio.CancelledError:
             # Envoy resets about half of all finished streams instead of closing them: not an error.
             raise
@@ -221,7 +223,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             metrics.IN_FLIGHT.dec()
             session.close()
 
-    async def _answer(self, session: Session, request: Any, endpoint: str | None) -> Any:
+    async def _answer(self, session: Session, request: Any, endpoint: str | None) -> tuple[Any, bool]:
+        """The answer to one message (None: the session answers later) and whether more will come."""
         phase = request.WhichOneof("request")
         metrics.phase(phase)
         try:
@@ -229,10 +232,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                 decision = await self._first_body(session, request, endpoint)
             else:
                 decision = await self._dispatch(session, phase, request)
-            return encode(phase, decision)
+            trailers = phase in ("request_trailers", "response_trailers")
+            end_of_stream = trailers or getattr(request, phase).end_of_stream
+            more = session.expects_more(phase, decision, end_of_stream)
+            return encode(phase, decision), more
         except Exception:
             log.exception("request %s: unexpected error in phase %s", session.request_id, phase)
-            return immediate(Reply(500, _INTERNAL_ERROR.body, details="llm-extproc_internal_error"))
+            return immediate(Reply(500, _INTERNAL_ERROR.body, details="llm-extproc_internal_error")), False
 
     async def _first_body(self, session: Session, request: Any, endpoint: str) -> Decision:
         """One-message mode: no request-headers message came; its contents come with the body."""

@@ -8,7 +8,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.session import Session
 
-from .harness import Harness, body_request, header_value, headers_request, make_pipeline
+from .harness import (
+    Harness,
+    body_request,
+    header_value,
+    headers_request,
+    make_pipeline,
+    response_body_request,
+    response_headers_request,
+)
 
 PM_SEND, PM_SKIP = 1, 2
 BUFFERED, NONE = 2, 0
@@ -276,3 +284,54 @@ async def test_unix_socket_listener_has_restrictive_permissions(rewrite, tmp_pat
     finally:
         await sidecar.stop(0)
     assert not socket_path.exists()
+
+
+SUCCESS_HOOK = """
+from extproc import CustomLogger
+
+class H(CustomLogger):
+    async def async_post_call_success_hook(self, data, user_api_key_dict, response):
+        return None
+
+h = H()
+"""
+
+
+async def read_until_closed(call):
+    """The next message, or EOF once the sidecar ended the stream (within 5 s)."""
+    return await asyncio.wait_for(call.read(), 5)
+
+
+async def test_the_sidecar_ends_a_stream_once_envoy_will_send_nothing_more(rewrite, tmp_path):
+    # Envoy resets about half of the streams it no longer needs, which cancels the sidecar's pending
+    # read (grpc.aio leaks native memory then): the sidecar ends such streams itself, with OK.
+    async with Harness(rewrite) as harness:
+        call = harness.open()
+        await call.write(headers_request())
+        assert (await call.read()).HasField("request_headers")
+        await call.write(body_request(CHAT))
+        assert (await call.read()).HasField("request_body")
+        assert await read_until_closed(call) is grpc.aio.EOF  # pre-call only: nothing after the body
+        assert await call.code() == grpc.StatusCode.OK
+
+        call = harness.open()  # a path the sidecar lets through: nothing after the headers
+        await call.write(headers_request("/healthz"))
+        assert (await call.read()).HasField("request_headers")
+        assert await read_until_closed(call) is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+
+    success = make_pipeline(tmp_path, "litellm_settings: {callbacks: s.h}", {"s.py": SUCCESS_HOOK})
+    async with Harness(success) as harness:
+        call = harness.open()
+        await call.write(headers_request())
+        await call.read()
+        await call.write(body_request(CHAT))
+        await call.read()
+        with pytest.raises(TimeoutError):  # the response side is still to come: the stream stays open
+            await asyncio.wait_for(asyncio.shield(next_message := asyncio.ensure_future(call.read())), 0.3)
+        await call.write(response_headers_request())
+        assert (await next_message).HasField("response_headers")
+        await call.write(response_body_request(orjson.dumps({"object": "chat.completion", "choices": []})))
+        assert (await call.read()).HasField("response_body")
+        assert await read_until_closed(call) is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
