@@ -129,8 +129,10 @@ class Session:
         """
         if isinstance(decision, Reply):
             return False
-        if isinstance(decision, Deferred) or isinstance(self.stream, StreamPump):
-            return True  # full duplex: the stream ends when the pump has sent everything
+        if isinstance(self.stream, StreamPump):  # full duplex: the upstream's last chunk is the last message
+            return not (phase == "response_body" and end_of_stream)
+        if isinstance(decision, Deferred):
+            return True
         if decision.mode is not None and phase in ("request_headers", "response_headers"):
             self.mode = decision.mode
         mode = self.mode
@@ -144,6 +146,11 @@ class Session:
         if phase == "response_body":
             return not end_of_stream or mode.response_trailers
         return False  # trailers come last
+
+    async def finished(self) -> None:
+        """Wait for what the session still sends on its own (a full-duplex stream's last events)."""
+        if isinstance(self.stream, StreamPump):
+            await self.stream.finished()
 
     # ---- request side ----
     async def request_headers(

@@ -273,8 +273,15 @@ class StreamPump:
         self._task.cancel()
         await self._finish(error_event(exc), exc)
 
+    async def finished(self) -> None:
+        """Return once the hooks' generators are done and the last event is sent (never cancels them)."""
+        await asyncio.wait([self._task])
+
     def cancel(self) -> None:
-        """The client went away: stop the hooks' generators (their `finally` blocks run)."""
+        """The stream ended: stop the hooks' generators (their `finally` blocks run). A pump that is
+        sending its last event is left to finish: cancelling a write in flight leaks grpc.aio's batch."""
+        if self._done:
+            return
         self._done = True
         if not self._task.done():
             self._task.cancel()

@@ -212,10 +212,16 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                 if request is grpc.aio.EOF:
                     return
                 response, more = await self._answer(session, request, endpoint)
+                if more:
+                    if response is not None:
+                        await outbox.write(response)
+                    continue
+                # Envoy sends nothing more: end the stream now, with OK. Envoy may reset it as soon as it has
+                # this answer; a write cancelled in flight would leak grpc.aio's batch, so it is shielded.
                 if response is not None:
-                    await outbox.write(response)
-                if not more:
-                    return  # Envoy sends nothing more: end the stream now (OK status)
+                    await asyncio.shield(outbox.write(response))
+                await session.finished()
+                return
         except asyncio.CancelledError:
             # Envoy resets about half of all finished streams instead of closing them: not an error.
             raise

@@ -2,6 +2,7 @@ import asyncio
 import sys
 import textwrap
 
+import grpc
 import orjson
 
 from .harness import (
@@ -311,3 +312,15 @@ async def test_every_request_ends_exactly_once_even_when_the_client_leaves(tmp_p
         await wait_for(lambda: len(endings) >= 3)
         await asyncio.sleep(0.05)
     assert sorted(endings) == [("failure", "abandoned", 499), ("failure", "gone", 499), ("success", "done")]
+
+
+async def test_a_full_duplex_stream_ends_from_the_sidecar_after_its_last_event(tmp_path):
+    # The upstream's last chunk is Envoy's last message: once the pump has sent [DONE], the sidecar ends
+    # the stream with OK itself (left to Envoy, a reset would cancel a pending read and leak its batch).
+    async with Harness(pipeline_with(tmp_path, "upper")) as harness:
+        call, _ = await start_stream(harness)
+        await call.write(response_body_request(chunk("ab") + DONE, end_of_stream=True))
+        body, _ = await read_stream(call)
+        assert events_of(body)[-1] == b"[DONE]"
+        assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
