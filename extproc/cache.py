@@ -25,7 +25,8 @@ class CacheBackend(Protocol):
     async def get(self, key: str) -> Any: ...
     async def set(self, key: str, value: Any, ttl: float | None) -> None: ...
     async def increment(self, key: str, amount: float, ttl: float | None) -> float: ...
-    # Changes an existing, unexpired counter by `amount`; None, and no key created, if there is none.
+    # Changes an existing, unexpired counter by `amount`, never below 0 (a count given back cannot go
+    # negative); None, and no key created, if there is none.
     async def adjust(self, key: str, amount: float) -> float | None: ...
     async def delete(self, key: str) -> None: ...
     async def batch_get(self, keys: list[str]) -> list[Any]: ...
@@ -71,14 +72,15 @@ class InMemoryCache:
         self._store[key] = (value, self._expiry(ttl))
 
     def increment_sync(self, key: str, amount: float, ttl: float | None = None) -> float:
-        value = self.adjust_sync(key, amount)
+        value = self.adjust_sync(key, amount, floor=None)
         if value is None:
             self.set_sync(key, amount, ttl)
             return amount
         return value
 
-    def adjust_sync(self, key: str, amount: float) -> float | None:
-        """Add `amount` to an existing, unexpired counter; None (nothing created) if there is none."""
+    def adjust_sync(self, key: str, amount: float, floor: float | None = 0) -> float | None:
+        """Add `amount` to an existing, unexpired counter, not below `floor`; None (nothing created) if
+        there is none."""
         entry = self._store.get(key)
         if entry is None:
             return None
@@ -86,6 +88,8 @@ class InMemoryCache:
             del self._store[key]
             return None
         value: float = (entry[0] or 0) + amount
+        if floor is not None and value < floor:
+            value = floor
         # Changing a counter keeps the window's original expiry, as Redis' INCRBY does.
         self._store[key] = (value, entry[1])
         return value

@@ -1,9 +1,11 @@
 """`ModerationGate`: moderation hooks running beside the upstream call, and the one place their verdict lands.
 
-The request goes upstream at once; the hooks run concurrently. A refusal that comes before Envoy asks
-about the response headers is pushed to the client at once (Envoy cancels the upstream call). Otherwise
-the response-headers answer waits for the verdict, with Envoy's message timeout extended first, so no
-response byte reaches the client before moderation has passed.
+The request goes upstream at once; the hooks run concurrently. The transport waits (up to the hook
+timeout) for the verdict before it reads Envoy's next message. A refusal that comes before Envoy asks
+about the response headers is pushed to the client at once (Envoy cancels the upstream call), and the
+stream ends with no read pending. Otherwise the response-headers answer waits for the verdict, with
+Envoy's message timeout extended first, so no response byte reaches the client before moderation has
+passed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ class ModerationGate:
         self._reply = reply
         if not self._headers_waiting:
             await self._outbox.push(reply)
+
+    async def settled(self, limit_s: float) -> None:
+        """Wait (at most `limit_s`, never cancelling the hooks) for the verdict. The transport calls this
+        before it reads Envoy's next message: a refusal then ends the stream with no read pending, which
+        Envoy's reset would cancel (grpc.aio leaks native memory for every cancelled read)."""
+        if not self._watcher.done():
+            await asyncio.wait([self._watcher], timeout=limit_s)
 
     async def verdict(self) -> Reply | None:
         """At the response headers: the refusal to answer with, or None to let the response through."""

@@ -44,12 +44,18 @@ return value
 """
 
 # KEYS[1] = counter, ARGV[1] = amount. Changes the counter only if it exists (an expired key does not),
-# so a release never creates a key; nil when absent, else INCRBYFLOAT's string as above.
+# so a release never creates a key, and never below 0: releases of requests counted on a key that expired
+# while they ran may land on its successor. nil when absent, else INCRBYFLOAT's string as above.
 ADJUST_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return false
 end
-return redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if tonumber(value) < 0 then
+  redis.call('SET', KEYS[1], '0', 'KEEPTTL')
+  return '0'
+end
+return value
 """
 
 # What makes the shared store "down" (OSError includes the builtin TimeoutError). Other errors, such as

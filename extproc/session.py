@@ -147,6 +147,13 @@ class Session:
             return not end_of_stream or mode.response_trailers
         return False  # trailers come last
 
+    async def before_next_message(self) -> None:
+        """Called before the transport reads again: lets a running moderation reach its verdict first, for
+        up to the hook timeout (Envoy waits 500 ms longer for any answer), so a refusal is pushed while
+        no read is pending."""
+        if self.moderation is not None:
+            await self.moderation.settled(self.pipeline.config.sidecar.hook_timeout_ms / 1000)
+
     async def finished(self) -> None:
         """Wait for what the session still sends on its own (a full-duplex stream's last events)."""
         if isinstance(self.stream, StreamPump):

@@ -208,6 +208,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         metrics.IN_FLIGHT.inc()
         try:
             while not outbox.closed:
+                await session.before_next_message()
+                if outbox.closed:
+                    return  # a refusal was pushed meanwhile: Envoy sends nothing more
                 request = await context.read()
                 if request is grpc.aio.EOF:
                     return

@@ -1,6 +1,7 @@
 import asyncio
 import textwrap
 
+import grpc
 import orjson
 import pytest
 
@@ -111,7 +112,10 @@ async def test_moderation_refusal_is_pushed_while_the_upstream_works(tmp_path, e
 
 
 async def test_slow_verdict_extends_envoys_timeout_then_answers_the_headers(tmp_path, events):
-    built = pipeline_with(tmp_path, "moderator")
+    # The sidecar waits up to the hook timeout (0.1 s here) for the verdict before reading the response
+    # headers; this moderation hook may take 2 s and takes 0.3 s, so the headers arrive first.
+    extra = "extproc: {hook_timeout_ms: 100, handlers: {h.moderator: {timeout_ms: 2000}}}"
+    built = pipeline_with(tmp_path, "moderator", extra=extra)
     import sys
 
     sys.modules["h"].moderator.delay = 0.3
@@ -287,3 +291,22 @@ async def test_only_pre_call_hooks_never_ask_for_the_response(tmp_path):
         (answer,) = await harness.exchange(headers_request())
     assert answer.mode_override.response_header_mode == SKIP
     assert answer.mode_override.response_body_mode == 0
+
+
+async def test_a_quick_refusal_is_pushed_before_the_next_read_and_ends_the_stream(tmp_path, events):
+    # The verdict is awaited (up to the hook timeout) before the response headers are read: the refusal
+    # is pushed and the stream ended with no read pending (a reset would cancel it and leak its batch).
+    import sys
+
+    built = pipeline_with(tmp_path, "moderator")
+    sys.modules["h"].moderator.delay = 0.05
+    async with Harness(built) as harness:
+        call = harness.open()
+        await call.write(headers_request())
+        await call.read()
+        await call.write(body_request(CHAT))
+        await call.read()
+        pushed = await asyncio.wait_for(call.read(), 5)
+        assert pushed.immediate_response.status.code == 400
+        assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK

@@ -127,3 +127,11 @@ def test_rate_limiter_release_after_the_counters_expired_creates_nothing(monkeyp
         assert cache.get_cache(parallel) == 1
 
     asyncio.run(scenario())
+
+
+def test_adjust_never_takes_a_counter_below_zero_but_increment_may():
+    store = InMemoryCache()
+    store.increment_sync("p", 1, 60)
+    assert store.adjust_sync("p", -1) == 0
+    assert store.adjust_sync("p", -1) == 0
+    assert store.increment_sync("p", -1, 60) == -1

@@ -430,3 +430,14 @@ async def test_connections_from_before_a_restart_do_not_make_a_second_outage(
         assert plain.get(PREFIX + "k") == b"9"
     finally:
         await store.close()
+
+
+async def test_adjust_never_takes_a_counter_below_zero(backend: RedisBackend, plain) -> None:
+    # A key that expired while requests ran is re-created by newer ones; the older ones' releases then
+    # land on it and must not take it negative (a negative count loosens the limit until the TTL).
+    assert await backend.increment("p", 1, 10) == 1
+    assert await backend.adjust("p", -1) == 0
+    assert await backend.adjust("p", -1) == 0
+    assert plain.get(PREFIX + "p") == b"0"
+    assert 0 < plain.pttl(PREFIX + "p") <= 10_000  # the expiry is kept
+    assert await backend.increment("p", -1, 10) == -1  # LiteLLM's increment itself is not clamped
