@@ -181,8 +181,22 @@ def test_schema_accepts_good_values(values):
             },
             "itself",
         ),
+        (
+            {
+                "mode": "istio",
+                "istio": {"workloadSelector": {"labels": {"app": "gateway"}}},
+                "config": {"extproc": {"workers": 2}},
+            },
+            "scale with replicas",
+        ),
     ],
-    ids=["hpa-min-above-max", "hpa-without-cpu-request", "grace-beyond-termination", "istio-selects-itself"],
+    ids=[
+        "hpa-min-above-max",
+        "hpa-without-cpu-request",
+        "grace-beyond-termination",
+        "istio-selects-itself",
+        "istio-with-workers",
+    ],
 )
 def test_template_checks_refuse_what_the_schema_cannot(values, message):
     with pytest.raises(helm_python.HelmRenderError, match=message):

@@ -183,6 +183,9 @@ envFrom:
 {{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.server.resources)) }}
 {{- fail "autoscaling.enabled needs server.resources.requests.cpu (the HPA targets its utilization)" }}
 {{- end }}
+{{- if and (eq .Values.mode "istio") (gt (int (dig "extproc" "workers" 1 (.Values.config | default dict))) 1) }}
+{{- fail "config.extproc.workers > 1 needs mode sidecar (the generated Envoy config balances across workers); in istio mode scale with replicas" }}
+{{- end }}
 {{- if not .Values.existingConfigMap }}
 {{- $grace := dig "extproc" "grace_seconds" 10 (.Values.config | default dict) }}
 {{- if gt (add (int .Values.shutdownDelaySeconds) 1 (ceil $grace | int)) (int .Values.terminationGracePeriodSeconds) }}
