@@ -14,6 +14,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -123,14 +124,25 @@ def soak(seconds: float, concurrency: int = 8, warmup: float = 5.0) -> dict[str,
         config = Path(folder) / "config.yaml"
         config.write_text(CONFIG.format(redis=redis.url, tight=tight))
         (Path(folder) / "h.py").write_text(HANDLERS)
-        with DevStack(config) as stack:
+        with DevStack(config, serve_args=tuple(os.environ.get("SOAK_SERVE_ARGS", "").split())) as stack:
             pid = stack.children["sidecar"].process.pid
             results: dict[str, Any] = {"count": 0, "errors": [], "statuses": {}}
             asyncio.run(load(stack.url, warmup, concurrency, {"count": 0, "errors": [], "statuses": {}}))
             rss_start = rss_kb(pid)
             started = time.monotonic()
+            curve: list[tuple[float, float]] = []
+            sampling = threading.Event()
+
+            def sample() -> None:
+                while not sampling.wait(max(1.0, seconds / 60)):
+                    curve.append((round(time.monotonic() - started, 1), round(rss_kb(pid) / 1024, 1)))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
             asyncio.run(load(stack.url, seconds, concurrency, results))
             elapsed = time.monotonic() - started
+            sampling.set()
+            sampler.join()
             rss_end = rss_kb(pid)
             time.sleep(0.5)  # endings are released by background events just after each answer
             client = redis.client()
@@ -153,6 +165,7 @@ def soak(seconds: float, concurrency: int = 8, warmup: float = 5.0) -> dict[str,
         "rss_start_mb": round(rss_start / 1024, 1),
         "rss_end_mb": round(rss_end / 1024, 1),
         "rss_growth": round(growth, 4),
+        "rss_curve_mb": curve,
         "parallel_counters": len(counters),
         "leaked_counters": leaked,
         "ok": not results["errors"] and not leaked and abs(growth) <= 0.10 and results["count"] > 0,
@@ -162,7 +175,7 @@ def soak(seconds: float, concurrency: int = 8, warmup: float = 5.0) -> dict[str,
 def main() -> int:
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
     print(f"soak: {seconds:.0f} s of mixed load through Envoy (loopback)...", flush=True)
-    report = soak(seconds)
+    report = soak(seconds, warmup=float(os.environ.get("SOAK_WARMUP", "5")))
     print(json.dumps(report, indent=2))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
