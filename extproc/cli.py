@@ -7,12 +7,14 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from extproc import pipeline as pipeline_module
-from extproc.config import ConfigError
+from extproc.config import ConfigError, SidecarSettings
+from extproc.config import load as load_config
 from extproc.loader import HandlerError
 from extproc.logs import setup_logging
 from extproc.pipeline import Pipeline
@@ -66,24 +68,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    setup_logging("info", _json_logs(args))
+    settings = load_config(args.config).sidecar
+    if args.worker_index is None and settings.workers > 1:
+        return _supervise(args, settings)
     from extproc.server import serve
 
-    setup_logging("info", _json_logs(args))
     pipeline = _load(args.config)
     setup_logging(pipeline.config.sidecar.log_level, _json_logs(args))
     listen = tuple(args.listen) if args.listen else pipeline.config.sidecar.listen
     interval = args.reload_interval if args.reload_interval > 0 else 0.0
-    workers = pipeline.config.sidecar.workers
-    if args.worker_index is None and workers > 1:
-        from extproc.workers import supervise, worker_addresses
-
-        try:
-            for address in listen:
-                worker_addresses(address, workers)
-        except ValueError as exc:
-            print(f"error: extproc.workers: {exc}", file=sys.stderr)
-            return USAGE_EXIT
-        return supervise(args.argv, workers, pipeline.config.sidecar.grace_seconds)
     worker = args.worker_index or 0
     if worker:
         from extproc.workers import worker_address
@@ -99,6 +93,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             logging.getLogger("extproc.cli").warning("uvloop is not installed: using asyncio's event loop")
     runner(serve(pipeline, listen, interval, worker))
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: SidecarSettings) -> int:
+    """`serve` with several workers: check the handlers once in a child process (so this process never
+    imports them and stays small), then run the workers."""
+    from extproc.workers import supervise, worker_addresses
+
+    setup_logging(settings.log_level, _json_logs(args))
+    try:
+        for address in tuple(args.listen) if args.listen else settings.listen:
+            worker_addresses(address, settings.workers)
+    except ValueError as exc:
+        print(f"error: extproc.workers: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    check = [sys.executable, "-m", "extproc", "check", "--config", args.config]
+    checked = subprocess.run(check, stdout=subprocess.DEVNULL, check=False)
+    if checked.returncode != 0:
+        return checked.returncode  # the child printed what is wrong
+    return supervise(args.argv, settings.workers, settings.grace_seconds)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

@@ -120,3 +120,16 @@ def test_workers_stop_when_the_supervisor_is_killed(stack):
     workers = wait_for(lambda: workers_of(supervisor), "2 workers")
     os.kill(supervisor, signal.SIGKILL)
     wait_for(lambda: all(not Path(f"/proc/{pid}").exists() for pid in workers), "the workers to stop")
+
+
+def test_a_broken_handler_stops_serve_before_any_worker_starts(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.yaml"
+    config.write_text("litellm_settings: {callbacks: [nope.x]}\nextproc: {workers: 2}\n")
+    command = [sys.executable, "-m", "extproc", "serve", "--config", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "module 'nope' not found" in done.stderr
+    assert "started 2 workers" not in done.stderr
