@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The LiteLLM peer of `make bench` (bench/litellm_peer.py): its own venv, never a dependency of the project.
+LITELLM_VENV    := bench/.litellm-venv
+LITELLM_VERSION := 1.106.2
+LITELLM_STAMP   := $(LITELLM_VENV)/.installed-$(LITELLM_VERSION)
 
-.PHONY: run test lint unit e2e check clean deploy-envoy bench soak fuzz
+.PHONY: run test lint unit e2e check clean deploy-envoy bench bench-tools bench-litellm soak fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,11 +46,24 @@ deploy-envoy: $(STAMP)
 	$(BIN)/llm-extproc envoy-config --config deploy/envoy/config.yaml --upstream http://upstream:8000 > deploy/envoy/envoy.yaml
 
 ## bench: load tests (h2load, loopback, 3-5 min; not part of `make test`) -> bench/results/latest.{json,md,png}
-bench: $(STAMP)
+## (with the LiteLLM peer line once `make bench-litellm` has installed LiteLLM)
+bench: bench-tools
+	$(BIN)/python -m bench.run
+
+bench-tools: $(STAMP)
 	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
 		$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
-	$(BIN)/python -m bench.run
+
+## bench-litellm: LiteLLM into bench/.litellm-venv (git-ignored), then the peer line only (+ envoy-alone)
+bench-litellm: bench-tools $(LITELLM_STAMP)
+	$(BIN)/python -m bench.run --only litellm-peer
+
+$(LITELLM_STAMP):
+	@test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'
+	@rm -f $(LITELLM_VENV)/.installed-*
+	@touch $@
 
 ## soak: 10 minutes of mixed load through Envoy + a real Valkey; errors 0, RSS flat, counters back to 0
 soak: $(STAMP)

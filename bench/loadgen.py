@@ -52,8 +52,8 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
-def all_processes() -> dict[int, tuple[str, float]]:
-    """Every process on the machine: pid -> (command name, CPU seconds so far)."""
+def all_processes() -> dict[int, tuple[str, float, int]]:
+    """Every process on the machine: pid -> (command name, CPU seconds so far, parent pid)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -63,8 +63,25 @@ def all_processes() -> dict[int, tuple[str, float]]:
         except OSError:  # gone meanwhile
             continue
         fields = tail.split()
-        found[int(entry.name)] = (head.partition("(")[2], (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        found[int(entry.name)] = (head.partition("(")[2], cpu, int(fields[1]))
     return found
+
+
+def family(pid: int, everyone: dict[int, tuple[str, float, int]]) -> list[int]:
+    """`pid` and its descendants (a sidecar with `extproc.workers` > 1 is a supervisor and its workers)."""
+    children: dict[int, list[int]] = {}
+    for child, (_, _, parent) in everyone.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        todo += children.get(current, [])
+    return found
+
+
+def family_rss_mb(pid: int) -> float:
+    return sum(rss_mb(member) for member in family(pid, all_processes()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +90,17 @@ class Snapshot:
     busy: float
     cpu: dict[str, float]
     pids: dict[str, int]
-    everyone: dict[int, tuple[str, float]]
+    everyone: dict[int, tuple[str, float, int]]
+    ours: frozenset[int]
 
 
 def snapshot(pids: dict[str, int]) -> Snapshot:
-    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    return Snapshot(time.monotonic(), busy_seconds(), cpu, pids, all_processes())
+    """CPU so far of each of our processes, with its descendants, and of every process on the machine."""
+    everyone = all_processes()
+    members = {name: family(pid, everyone) for name, pid in pids.items()}
+    cpu = {name: sum(everyone[m][1] for m in found if m in everyone) for name, found in members.items()}
+    ours = frozenset(m for found in members.values() for m in found)
+    return Snapshot(time.monotonic(), busy_seconds(), cpu, pids, everyone, ours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +138,10 @@ def usage(before: Snapshot, after: Snapshot) -> Usage:
 
 def _others(before: Snapshot, after: Snapshot) -> list[tuple[str, float]]:
     """CPU of every other process over the window (all of it for one started meanwhile)."""
-    ours = {*after.pids.values(), os.getpid()}
+    ours = {*before.ours, *after.ours, os.getpid()}
     deltas = [
-        (f"{name}[{pid}]", cpu - before.everyone.get(pid, (name, 0.0))[1])
-        for pid, (name, cpu) in after.everyone.items()
+        (f"{name}[{pid}]", cpu - before.everyone.get(pid, (name, 0.0, 0))[1])
+        for pid, (name, cpu, _) in after.everyone.items()
         if pid not in ours
     ]
     return sorted((d for d in deltas if d[1] > 0), key=lambda d: -d[1])

@@ -106,6 +106,66 @@ def _commands(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+PEER_HEADER = (
+    "| peer | req/s (c=8) | failed / non-2xx | p50 / p99 ms (c=8, saturated) | LiteLLM CPU ms/req | "
+    "LiteLLM RSS MB | upstream Envoy CPU ms/req | other CPU % |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def _peer_lines(peer: dict[str, Any] | None, cases: list[dict[str, Any]]) -> list[str]:
+    """The LiteLLM peer: a small table and the req/s ratios, or the line saying why it was skipped."""
+    if peer is None:
+        return []
+    title = "## LiteLLM peer: the same hook in LiteLLM's own proxy"
+    if "skipped" in peer:
+        return [title, "", peer["skipped"] + ".", ""]
+    if "failed" in peer:
+        reason = peer["failed"].splitlines()[0] if peer["failed"] else "?"
+        return [title, "", f"{peer['name']}: failed: {reason} (bench/results/tmp/{peer['name']}/).", ""]
+    m = peer["metrics"]
+    tput = peer["throughput"]
+    row = [
+        f"{peer['name']} (LiteLLM {peer['litellm_version']})",
+        _num(m["rps"], 0),
+        f"{tput['failed'] + tput['errored'] + tput['timeout']} / {tput['non_2xx']}",
+        _pair(m["p50_ms"], m["p99_ms"]),
+        _num(m["litellm_cpu_ms"], 3),
+        _num(m["litellm_rss_mb"], 1),
+        _num(m["upstream_envoy_cpu_ms"], 3),
+        _num(tput["cpu_percent"].get("other"), 0),
+    ]
+    numbers = {case["name"]: case["number"] for case in cases}
+    ratios = [
+        f"case {numbers[name]} ({name}) req/s / LiteLLM req/s = **{ratio:.1f}**"
+        for name, ratio in peer["rps_ratios"].items()
+    ]
+    return [
+        title,
+        "",
+        PEER_HEADER,
+        "| " + " | ".join(row) + " |",
+        "",
+        *([f"{'; '.join(ratios)}.", ""] if ratios else []),
+        "The seed's hook (examples/custom_callbacks.py, its import pointed at LiteLLM) in",
+        "`litellm --config ... --num_workers 1` with no master key nor database; upstream: an Envoy",
+        "direct_response listener. Only the c=8 throughput run (the same h2load command as the table",
+        "above, plus `--log-file` for p50/p99, which are therefore latencies at saturation); LiteLLM's CPU",
+        "and RSS include its child processes. See bench/README.md.",
+        "",
+    ]
+
+
+def _peer_commands(peer: dict[str, Any] | None) -> list[str]:
+    if peer is None or "metrics" not in peer:
+        return []
+    return [
+        f"- **{peer['name']}** ({peer['summary']}; upstream: {peer['upstream']}; config `{peer['config']}`)",
+        f"  - LiteLLM: `{peer['litellm_command']}`",
+        f"  - throughput: `{peer['throughput']['command']}`",
+    ]
+
+
 def _machine(info: dict[str, Any]) -> str:
     return (
         f"{info['date']} · {info['nproc']} cores ({info['cpu']}) · Linux {info['kernel']} · "
@@ -133,6 +193,7 @@ def markdown(document: Document) -> str:
         "part of the case (other sessions' tests, ...) during the throughput window, in % of one core.",
         "See bench/README.md.",
         "",
+        *_peer_lines(document.get("peer"), cases),
         "## Targets (from the issues; reported, never enforced)",
         "",
         "| case | metric | target | measured | |",
@@ -142,7 +203,7 @@ def markdown(document: Document) -> str:
     ]
     if document["warnings"]:
         lines += ["## Warnings", "", *[f"- {w}" for w in document["warnings"]], ""]
-    lines += ["## Commands", "", *_commands(cases), ""]
+    lines += ["## Commands", "", *_commands(cases), *_peer_commands(document.get("peer")), ""]
     return "\n".join(lines)
 
 

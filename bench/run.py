@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import os
 import platform
 import re
@@ -23,13 +24,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import report
+from bench import litellm_peer, report
 from bench.loadgen import (
     QUIET_PROBE_S,
     Latency,
+    LoadError,
     Run,
+    family_rss_mb,
     h2load_command,
-    rss_mb,
+    percentile,
+    read_request_log,
     run_h2load,
     run_latency,
     wait_for_quiet,
@@ -288,7 +292,7 @@ def _measure(case: Case, redis_url: str | None) -> dict[str, Any]:
         run, attempts = _throughput_run(case, url, pids, budget)
         latencies = _latency_runs(case, url, pids, run_dir, budget)
         _check_alive(stack)
-        rss = {name: rss_mb(pid) for name, pid in pids.items()}
+        rss = {name: family_rss_mb(pid) for name, pid in pids.items()}
     return {
         "number": case.number,
         "name": case.name,
@@ -301,6 +305,88 @@ def _measure(case: Case, redis_url: str | None) -> dict[str, Any]:
         **latencies,
         "metrics": _metrics(case, run, chunks, rss),
     }
+
+
+def _peer_throughput(url: str, pids: dict[str, int], run_dir: Path, budget: Budget) -> tuple[Run, Path, int]:
+    """The throughput run of the other cases, with h2load's per-request log for p50/p99 (one per attempt)."""
+    case = litellm_peer.CASE
+    command = h2load_command(url, case.body, case.headers, THROUGHPUT)
+    progress(f"{case.name}: throughput: {shown(command)}")
+    logs = (run_dir / f"throughput-{attempt}.log" for attempt in itertools.count(1))
+
+    def attempt() -> tuple[Run, Path]:
+        log = next(logs)
+        log.unlink(missing_ok=True)  # h2load appends to an existing log
+        logged = [*command[:-1], "--log-file", str(log), command[-1]]
+        return run_h2load(logged, THROUGHPUT_S + WARM_UP_S, pids), log
+
+    (run, log), attempts = quietest(f"{case.name}: throughput", pids, budget, attempt, lambda pair: pair[0])
+    progress(
+        f"{case.name}: throughput: {run.summary.rps:.0f} req/s, {run.summary.ok} 2xx, "
+        f"non-2xx {run.summary.non_2xx}, CPU % {_cpu_percent(run)}"
+    )
+    return run, log, attempts
+
+
+def measure_peer(binary: Path) -> dict[str, Any]:
+    """The seed's pre-call hook in LiteLLM's own proxy (bench/litellm_peer.py): throughput run only."""
+    case = litellm_peer.CASE
+    run_dir = TMP / case.name
+    progress(f"{case.name}: starting Envoy (upstream) + {shown([str(binary)])}")
+    with litellm_peer.PeerStack(binary, run_dir) as stack:
+        version = stack.version()
+        progress(f"{case.name}: LiteLLM {version} answered after {stack.startup_s:.1f} s")
+        stack.smoke()
+        pids = stack.pids
+        run, log, attempts = _peer_throughput(stack.url + PATH, pids, run_dir, Budget(CASE_NOISE_BUDGET_S))
+        stack.check_alive()
+        rss = {name: family_rss_mb(pid) for name, pid in pids.items()}
+        upstream = stack.upstream_stats()
+    durations, non_2xx_logged = read_request_log(log)
+    p50, p99 = percentile(durations, 0.50), percentile(durations, 0.99)
+    progress(f"{case.name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(durations)} logged requests")
+    return {
+        "name": case.name,
+        "summary": case.summary,
+        "litellm_version": version,
+        "litellm_command": shown(stack.command),
+        "config": shown([str(stack.config_path)]),
+        "upstream": "Envoy direct_response listener (its own Envoy, buffer filter: connections kept)",
+        "upstream_stats": upstream,
+        "startup_s": stack.startup_s,
+        "throughput": {
+            **_throughput(run),
+            "attempts": attempts,
+            "logged_2xx": len(durations),
+            "logged_non_2xx": non_2xx_logged,
+            "p50_ms": p50,
+            "p99_ms": p99,
+        },
+        "metrics": {
+            "rps": run.summary.rps,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "litellm_cpu_ms": _per_request_ms(run, "litellm"),
+            "litellm_rss_mb": rss.get("litellm"),
+            "upstream_envoy_cpu_ms": _per_request_ms(run, "envoy"),
+            "h2load_cpu_ms": _per_request_ms(run, "h2load"),
+        },
+    }
+
+
+def peer(binary: Path | None, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The LiteLLM peer line with the req/s ratios of the cases it is compared with; when LiteLLM is
+    not installed, why it is skipped; when it failed, why (the cases' results are written all the same)."""
+    if binary is None:
+        progress(litellm_peer.SKIPPED)
+        return {"name": litellm_peer.NAME, "skipped": litellm_peer.SKIPPED}
+    try:
+        result = measure_peer(binary)
+    except (SystemExit, LoadError, OSError) as error:
+        progress(f"{litellm_peer.NAME}: failed: {error}")
+        return {"name": litellm_peer.NAME, "failed": str(error)}
+    result["rps_ratios"] = litellm_peer.ratios(result["metrics"]["rps"], results)
+    return result
 
 
 def add_baseline_deltas(results: list[dict[str, Any]]) -> None:
@@ -380,7 +466,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     names = [case.name for case in CASES]
     parser.add_argument(
-        "--only", nargs="+", choices=names, help="run only these cases (envoy-alone is added)"
+        "--only",
+        nargs="+",
+        choices=[*names, litellm_peer.NAME],
+        help="run only these cases (envoy-alone is added); litellm-peer: the LiteLLM peer line",
     )
     return parser.parse_args(argv)
 
@@ -395,6 +484,8 @@ def noise_warnings(results: list[dict[str, Any]]) -> list[str]:
     warnings = []
     for result in results:
         for key in ("throughput", "latency", "latency_even"):
+            if key not in result:  # the LiteLLM peer has a throughput run only
+                continue
             other = result[key]["cpu_percent"].get("other", 0.0)
             if other > NOISY_OTHER_PERCENT:
                 busiest = ", ".join(
@@ -412,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("h2load") is None:
         print("error: h2load not found: apt-get install -y nghttp2-client (make bench does)", file=sys.stderr)
         return 2
+    peer_wanted = not args.only or litellm_peer.NAME in args.only
+    binary = litellm_peer.litellm_bin() if peer_wanted else None  # a wrong LITELLM_BIN stops here
     shutil.rmtree(TMP, ignore_errors=True)
     TMP.mkdir(parents=True)
     info = machine()
@@ -419,14 +512,19 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(case) for case in selected(args.only)]
     add_baseline_deltas(results)
     add_targets(results)
-    warnings = noise_warnings(results)
+    peer_result = peer(binary, results) if peer_wanted else None
+    measured_peer = [peer_result] if peer_result is not None and "metrics" in peer_result else []
+    warnings = noise_warnings([*results, *measured_peer])
     for warning in warnings:
         progress(f"warning: {warning}")
     info["runtime_s"] = round(time.monotonic() - _started, 1)
-    document = {"machine": info, "cases": results, "warnings": warnings}
+    document: dict[str, Any] = {"machine": info, "cases": results, "warnings": warnings}
+    if peer_result is not None:
+        document["peer"] = peer_result
     paths = report.write_all(document, RESULTS)
     progress(f"done in {info['runtime_s']:.0f} s: {', '.join(str(p) for p in paths)}")
-    return 0
+    asked_peer_failed = bool(args.only) and peer_result is not None and "failed" in peer_result
+    return 1 if asked_peer_failed else 0
 
 
 if __name__ == "__main__":
