@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import children_of
 
 from extproc.dev import DevStack
 
@@ -32,20 +33,6 @@ h = H()
 PRE_CALLS = re.compile(
     r'^llm_extproc_hook_duration_seconds_count\{handler="h.h",hook="async_pre_call_hook"\} (\S+)$', re.M
 )
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def workers_of(supervisor: int, gone: int = 0) -> list[int] | None:
