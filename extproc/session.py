@@ -120,8 +120,9 @@ class Session:
             self._user = self.pipeline.config.sidecar.auth.build(self.headers, self.metadata, None, route)
         return self._user
 
-    def expects_more(self, phase: str, decision: Decision, end_of_stream: bool) -> bool:
-        """Whether Envoy sends another message on this stream once `decision` answers `phase`.
+    def answered(self, phase: str, decision: Decision, end_of_stream: bool) -> bool:
+        """Note that `decision` answers `phase` (a mode override in a headers answer changes the mode Envoy
+        follows) and say whether Envoy sends another message on this stream.
 
         False lets the transport end the stream itself, instead of waiting for Envoy to close or reset
         it (a reset cancels the pending read, and grpc.aio leaks native memory for a cancelled read).

@@ -243,7 +243,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                 decision = await self._dispatch(session, phase, request)
             trailers = phase in ("request_trailers", "response_trailers")
             end_of_stream = trailers or getattr(request, phase).end_of_stream
-            more = session.expects_more(phase, decision, end_of_stream)
+            more = session.answered(phase, decision, end_of_stream)
             return encode(phase, decision), more
         except Exception:
             log.exception("request %s: unexpected error in phase %s", session.request_id, phase)
