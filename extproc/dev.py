@@ -174,15 +174,7 @@ class DevStack:
             python = [sys.executable, "-m", "extproc"]
             if not self.upstream_url:
                 mock = self._spawn("mock", [*python, "mock-upstream", "--port", "0"])
-            serve = [
-                "serve",
-                "--config",
-                str(self.config_path),
-                "--listen",
-                self.sidecar_address,
-                *self.serve_args,
-            ]
-            sidecar = self._spawn("sidecar", [*python, *serve])
+            sidecar = self._spawn("sidecar", self._serve_command())
             if not self.upstream_url:
                 self.upstream_url = self._wait(mock, "its ready line", lambda: mock.match(_MOCK_READY))
             self._start_envoy(pipeline)
@@ -199,17 +191,14 @@ class DevStack:
         old = self.children["sidecar"]
         old.signal(signum)
         old.stop(time.monotonic() + self.timeout)
-        serve = [
-            "serve",
-            "--config",
-            str(self.config_path),
-            "--listen",
-            self.sidecar_address,
-            *self.serve_args,
-        ]
-        sidecar = self._spawn("sidecar", [sys.executable, "-m", "extproc", *serve])
+        sidecar = self._spawn("sidecar", self._serve_command())
         self._wait(sidecar, "its ready line", lambda: _SIDECAR_READY in sidecar.output() or None)
         self._wait(sidecar, "gRPC health SERVING", self._sidecar_serving)
+
+    def _serve_command(self) -> list[str]:
+        config = str(self.config_path)
+        serve = ["serve", "--config", config, "--listen", self.sidecar_address, *self.serve_args]
+        return [sys.executable, "-m", "extproc", *serve]
 
     def _spawn(self, name: str, command: list[str]) -> Child:
         child = Child(name, command, self.run_dir / f"{name}.log")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from processes import children_of
+from helpers import children_of
 
 from extproc import dev
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+from helpers import poll as poll_until
 
 pytestmark = pytest.mark.e2e
 DEADLINE_S = 15.0
+poll = partial(poll_until, deadline_s=DEADLINE_S)
 CONFIG = "litellm_settings:\n  callbacks: reload_h.proxy_handler_instance\n"
 HANDLER = """
 from extproc import CustomLogger
@@ -30,17 +32,6 @@ def write(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(textwrap.dedent(text))
     os.replace(temporary, path)
-
-
-def poll(probe, what: str):
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE_S} s: {what}")
-        time.sleep(0.05)
 
 
 def answer_model(stack) -> str:

@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import SEED_MODERATION, poll
+from helpers import ext_proc_phases as phases
 
 pytestmark = pytest.mark.e2e
 
 # ---- handlers ----
-# The seed's moderation example, unchanged except for the import.
-SEED_MODERATION = """
-from extproc import CustomLogger, HTTPException
-
-
-class MyCustomHandler(CustomLogger):
-    async def async_moderation_hook(self, data, user_api_key_dict, call_type):
-        if data["messages"][0]["content"] == "hello world":
-            raise HTTPException(status_code=400, detail={"error": "Violated content safety policy"})
-
-
-proxy_handler_instance = MyCustomHandler()
-"""
 
 TIMED_MODERATION = '''
 import asyncio
@@ -257,33 +245,6 @@ def headers(request_id: str, **actions: str) -> dict[str, str]:
 
 def calls(stack, request_id: str, hook: str) -> list[dict[str, Any]]:
     return [c for c in stack.hook_calls() if c.get("hook") == hook and c.get("request_id") == request_id]
-
-
-def poll(probe: Callable[[], Any], what: str, deadline_s: float = POLL_DEADLINE_S) -> Any:
-    """`probe()` once it is truthy; logging events run in the background, after the response."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def phases(entry: dict[str, Any]) -> dict[str, int]:
-    """How many messages of each phase the sidecar got, from Envoy's ext_proc filter state.
-
-    `rh:1393:0,rb:1:614:0,sh:368:0,sb:3:570:0,bs:..` -> {"rh": 1, "rb": 1, "sh": 1, "sb": 3}.
-    """
-    counts = {}
-    for part in entry["ext_proc_timing"].split(","):
-        name, _, rest = part.partition(":")
-        if name in ("rh", "sh"):
-            counts[name] = 1
-        elif name in ("rb", "sb", "rt", "st"):
-            counts[name] = int(rest.split(":")[0])
-    return counts
 
 
 def content_of(response) -> str:

@@ -14,27 +14,16 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from helpers import SEED_MODERATION, poll
+from helpers import ext_proc_phases as phases
 
 pytestmark = pytest.mark.e2e
 
-SEED_MODERATION = """
-from extproc import CustomLogger, HTTPException
-
-
-class MyCustomHandler(CustomLogger):
-    async def async_moderation_hook(self, data, user_api_key_dict, call_type):
-        if data["messages"][0]["content"] == "hello world":
-            raise HTTPException(status_code=400, detail={"error": "Violated content safety policy"})
-
-
-proxy_handler_instance = MyCustomHandler()
-"""
 
 STREAM_HOOKS = """
 import json
@@ -332,29 +321,6 @@ def sdk_chat(stack, text: str, extra_headers: dict[str, str], **extra: Any) -> l
 
 def sdk_text(chunks: list[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def poll(probe: Callable[[], Any], what: str, deadline_s: float) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def phases(entry: dict[str, Any]) -> dict[str, int]:
-    """Messages per phase from Envoy's ext_proc filter state (`rh:..,rb:N:..,sh:..,sb:N:..,bs:..`)."""
-    counts = {}
-    for part in entry["ext_proc_timing"].split(","):
-        name, _, rest = part.partition(":")
-        if name in ("rh", "sh"):
-            counts[name] = 1
-        elif name in ("rb", "sb"):
-            counts[name] = int(rest.split(":")[0])
-    return counts
 
 
 # ---- 1. an iterator hook upper-casing every chunk ----

@@ -3,16 +3,18 @@
 import os
 import re
 import signal
-import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
-from processes import children_of
+from helpers import children_of
+from helpers import poll as poll_until
 
 from extproc.dev import DevStack
 
 pytestmark = pytest.mark.e2e
+wait_for = partial(poll_until, deadline_s=20.0)
 
 CONFIG = """
 litellm_settings: {callbacks: [h.h]}
@@ -49,14 +51,6 @@ def chat(url: str) -> httpx.Response:
 def pre_calls(metrics_url: str) -> float:
     found = PRE_CALLS.search(httpx.get(metrics_url, trust_env=False).text)
     return float(found.group(1)) if found else 0.0
-
-
-def wait_for(predicate, what: str, seconds: float = 20.0):
-    deadline = time.monotonic() + seconds
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
 
 
 @pytest.fixture

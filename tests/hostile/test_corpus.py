@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import poll as wait_for
 
 from extproc.dev import Child
 
@@ -101,18 +102,6 @@ REQUIRED_CATEGORIES = {
     "upstream-non-json",
     "upstream-sse",
 }
-
-
-def wait_for(probe: Any, what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Poll `probe` until it returns a truthy value (readiness, never a fixed sleep)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import SEED_MODERATION
 
 from extproc import trial
 
@@ -36,16 +37,6 @@ class Refuser(CustomLogger):
 proxy_handler_instance = Refuser()
 """
 
-SEED_MODERATION = """
-from extproc import CustomLogger, HTTPException
-
-class Moderator(CustomLogger):
-    async def async_moderation_hook(self, data, user_api_key_dict, call_type):
-        if data["messages"][0]["content"] == "hello world":
-            raise HTTPException(status_code=400, detail={"error": "Violated content safety policy"})
-
-proxy_handler_instance = Moderator()
-"""
 
 SUCCESS = """
 from extproc import CustomLogger

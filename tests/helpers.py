@@ -1,0 +1,64 @@
+"""Helpers shared by the suites that drive real processes: children, polling, Envoy's ext_proc timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# The seed's moderation example (LiteLLM's docs), unchanged but for its import line.
+SEED_MODERATION = """
+from extproc import CustomLogger, HTTPException
+
+
+class MyCustomHandler(CustomLogger):
+    async def async_moderation_hook(self, data, user_api_key_dict, call_type):
+        if data["messages"][0]["content"] == "hello world":
+            raise HTTPException(status_code=400, detail={"error": "Violated content safety policy"})
+
+
+proxy_handler_instance = MyCustomHandler()
+"""
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid`, from /proc, in ascending order."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def poll(probe: Callable[[], Any], what: str, deadline_s: float = 10.0) -> Any:
+    """`probe()` once it is truthy (readiness, never a fixed sleep); fails after `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def ext_proc_phases(entry: dict[str, Any]) -> dict[str, int]:
+    """How many messages of each phase the sidecar got, from an access-log entry's ext_proc filter state.
+
+    `rh:1393:0,rb:1:614:0,sh:368:0,sb:3:570:0,bs:..` -> {"rh": 1, "rb": 1, "sh": 1, "sb": 3}.
+    """
+    counts = {}
+    for part in entry["ext_proc_timing"].split(","):
+        name, _, rest = part.partition(":")
+        if name in ("rh", "sh"):
+            counts[name] = 1
+        elif name in ("rb", "sb", "rt", "st"):
+            counts[name] = int(rest.split(":")[0])
+    return counts
