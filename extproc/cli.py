@@ -223,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
         default="uvloop",
         help="the event loop (default uvloop, ~10-15%% less CPU per request; asyncio if it is missing)",
     )
-    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=_worker_index, default=None, help=argparse.SUPPRESS)
     _log_format(serve, os.environ.get(LOG_FORMAT_ENV, "json"))
     serve.set_defaults(func=cmd_serve)
 
@@ -275,6 +275,12 @@ def _seconds(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
     return value
+
+
+def _worker_index(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
 
 
 def _log_format(command: argparse.ArgumentParser, default: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from extproc.auth import SETTABLE_FIELDS, AuthSources, MetadataSource
+from extproc.workers import worker_address
 
 
 class ConfigError(Exception):
@@ -381,6 +382,14 @@ def parse(raw: Any, path: Path) -> Config:
         fixed = [a for a in sidecar.listen if a.startswith("unix:") or not a.endswith(":0")]
         if len(fixed) != len(sidecar.listen):
             raise ConfigError("extproc.workers: several workers need fixed ports in extproc.listen")
+        last = sidecar.workers - 1
+        try:
+            for address in sidecar.listen:
+                worker_address(address, last)
+            if sidecar.metrics_listen and not sidecar.metrics_listen.endswith(":0"):
+                worker_address(sidecar.metrics_listen, last)
+        except ValueError as exc:
+            raise ConfigError(f"extproc.workers: {exc}") from None
         if sidecar.cache.redis_url is None:
             warnings.append(
                 "extproc.workers: without extproc.cache.redis_url every worker keeps its own cache, "

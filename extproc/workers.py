@@ -31,6 +31,7 @@ _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 10.0
 _STABLE_AFTER_S = 30.0  # a worker that ran this long before dying restarts at once
 _KILL_AFTER_GRACE_S = 5.0
+_MAX_PORT = 65535
 
 
 def worker_address(address: str, index: int) -> str:
@@ -42,6 +43,10 @@ def worker_address(address: str, index: int) -> str:
     host, _, port = address.rpartition(":")
     if int(port) == 0:
         raise ValueError(f"{address}: several workers need a fixed port (worker i listens on port + i)")
+    if int(port) + index > _MAX_PORT:
+        raise ValueError(
+            f"{address}: worker {index} would listen on port {int(port) + index}, above {_MAX_PORT}"
+        )
     return f"{host}:{int(port) + index}"
 
 

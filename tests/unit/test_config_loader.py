@@ -106,6 +106,8 @@ def test_callbacks_list_and_extproc_section(tmp_path):
         ("extproc: {workers: 0}", "extproc.workers: expected an integer >= 1"),
         ("extproc: {workers: 65}", "extproc.workers: at most 64"),
         ("extproc: {workers: 2, listen: ['127.0.0.1:0']}", "several workers need fixed ports"),
+        ("extproc: {workers: 3, listen: ['127.0.0.1:65534']}", "worker 2 would listen on port 65536"),
+        ("extproc: {workers: 2, listen: ['unix:/s'], metrics_listen: ':65535'}", "port 65536, above"),
         ("a: [", "not valid YAML"),
     ],
 )
