@@ -26,8 +26,8 @@ import orjson
 
 from bench.stack import ENVOY_CONCURRENCY, direct_response_listener, free_port, local_request
 from bench.suite import CHAT_BODY, PATH, Case
-from extproc import envoy_config
-from extproc.dev import envoy_binary
+from extproc.devtools.dev import envoy_binary
+from extproc.envoy import envoy_config
 
 NAME = "litellm-peer"
 REPO = Path(__file__).resolve().parent.parent

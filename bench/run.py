@@ -40,7 +40,7 @@ from bench.loadgen import (
 )
 from bench.stack import BenchStack, free_port, local_request
 from bench.suite import BASELINE, CASES, PATH, Case
-from extproc.dev import envoy_binary
+from extproc.devtools.dev import envoy_binary
 from tests.redis_server import ValkeyServer
 
 REPO = Path(__file__).resolve().parent.parent

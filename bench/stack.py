@@ -15,9 +15,9 @@ from urllib.request import ProxyHandler, Request, build_opener
 
 import orjson
 
-from extproc import envoy_config
-from extproc import pipeline as pipeline_module
-from extproc.dev import DevStack, envoy_binary
+from extproc.devtools.dev import DevStack, envoy_binary
+from extproc.envoy import envoy_config
+from extproc.request import pipeline as pipeline_module
 
 DIRECT_LISTENER = "bench_upstream"
 MAIN_LISTENER = "llm"  # the listener envoy_config.bootstrap() names

@@ -3,12 +3,12 @@
 Handler authors import everything they need from here.
 """
 
-from extproc.auth import UserAPIKeyAuth
-from extproc.cache import DualCache, InMemoryCache
-from extproc.custom_logger import CustomLogger
+from extproc.api.multipart import UploadedFile
+from extproc.api.prompt import get_formatted_prompt
 from extproc.errors import HTTPException
-from extproc.multipart import UploadedFile
-from extproc.prompt import get_formatted_prompt
+from extproc.hooks.custom_logger import CustomLogger
+from extproc.settings.auth import UserAPIKeyAuth
+from extproc.state.cache import DualCache, InMemoryCache
 from extproc.types import CallType
 
 __all__ = [

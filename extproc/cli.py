@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extproc import pipeline as pipeline_module
-from extproc.config import ConfigError, SidecarSettings
-from extproc.config import load as load_config
-from extproc.loader import HandlerError
-from extproc.logs import setup_logging
-from extproc.pipeline import Pipeline
+from extproc.hooks.loader import HandlerError
+from extproc.request import pipeline as pipeline_module
+from extproc.request.pipeline import Pipeline
+from extproc.settings.config import ConfigError, SidecarSettings
+from extproc.settings.config import load as load_config
+from extproc.telemetry.logs import setup_logging
 
 # `serve`'s default log format; `dev` sets it for the sidecar it starts.
 LOG_FORMAT_ENV = "LLM_EXTPROC_LOG_FORMAT"
@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_config(args.config).sidecar
     if args.worker_index is None and settings.workers > 1:
         return _supervise(args, settings)
-    from extproc.server import serve
+    from extproc.ops.server import serve
 
     pipeline = _load(args.config)
     setup_logging(pipeline.config.sidecar.log_level, _json_logs(args))
@@ -80,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     interval = args.reload_interval if args.reload_interval > 0 else 0.0
     worker = args.worker_index or 0
     if worker:
-        from extproc.workers import worker_address
+        from extproc.ops.workers import worker_address
 
         listen = tuple(worker_address(address, worker) for address in listen)
     runner = asyncio.run
@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _supervise(args: argparse.Namespace, settings: SidecarSettings) -> int:
     """`serve` with several workers: check the handlers once in a child process (so this process never
     imports them and stays small), then run the workers."""
-    from extproc.workers import supervise, worker_addresses
+    from extproc.ops.workers import supervise, worker_addresses
 
     setup_logging(settings.log_level, _json_logs(args))
     try:
@@ -115,7 +115,7 @@ def _supervise(args: argparse.Namespace, settings: SidecarSettings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from extproc.dev import run
+    from extproc.devtools.dev import run
 
     setup_logging("warning", _json_logs(args))
     os.environ[LOG_FORMAT_ENV] = args.log_format  # the sidecar child logs as asked
@@ -131,7 +131,7 @@ def _read(path: str, what: str) -> bytes | None:
 
 
 def cmd_try(args: argparse.Namespace) -> int:
-    from extproc import trial
+    from extproc.devtools import trial
 
     setup_logging("warning", _json_logs(args))
     headers: dict[str, str] = {}
@@ -165,7 +165,7 @@ def cmd_try(args: argparse.Namespace) -> int:
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
-    from extproc import envoy_config
+    from extproc.envoy import envoy_config
 
     pipeline = _load(args.config)
     sidecar = args.sidecar or pipeline.config.sidecar.listen[0]
@@ -187,7 +187,7 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     try:
-        from extproc.mock_upstream import main as mock_main
+        from extproc.devtools.mock_upstream import main as mock_main
     except ImportError as exc:
         print(
             f"error: the mock upstream needs the dev extra (pip install 'llm-extproc[dev]'): {exc}",

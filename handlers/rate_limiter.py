@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from extproc import CustomLogger, DualCache, HTTPException, UserAPIKeyAuth, get_formatted_prompt
-from extproc.cache import Store
+from extproc.state.cache import Store
 
 SCOPES = ("api_key", "user", "team", "team_member", "end_user", "api_key_model")
 LIMITS = ("max_parallel_requests", "rpm", "tpm")

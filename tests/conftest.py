@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-The end-to-end harness starts `extproc.dev.DevStack`, exactly what `llm-extproc dev` runs: the mock
+The end-to-end harness starts `extproc.devtools.dev.DevStack`, exactly what `llm-extproc dev` runs: the mock
 upstream, the sidecar on a unix socket and a real Envoy. Stacks are cached per test module and
 config, and every process is stopped when the module ends, whether its tests passed or not.
 """
@@ -16,13 +16,19 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
-from extproc.dev import DevStack
+from extproc.devtools.dev import DevStack
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 POLL_DEADLINE_S = 10.0
 _UNSET: Any = object()
+
+# Property tests judge correctness, not speed: on a loaded 2-core machine Hypothesis' timing health check
+# and per-example deadline fail runs that found no bug.
+settings.register_profile("project", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("project")
 
 
 class E2EStack:

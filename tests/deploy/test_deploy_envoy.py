@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from extproc import envoy_config, pipeline
+from extproc.envoy import envoy_config
+from extproc.request import pipeline
 
 from .helpers import (
     CHART,

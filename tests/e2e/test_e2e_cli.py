@@ -15,7 +15,7 @@ import httpx
 import pytest
 from helpers import children_of
 
-from extproc import dev
+from extproc.devtools import dev
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

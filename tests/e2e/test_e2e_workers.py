@@ -11,7 +11,7 @@ import pytest
 from helpers import children_of
 from helpers import poll as poll_until
 
-from extproc.dev import DevStack
+from extproc.devtools.dev import DevStack
 
 pytestmark = pytest.mark.e2e
 wait_for = partial(poll_until, deadline_s=20.0)

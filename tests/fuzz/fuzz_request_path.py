@@ -45,11 +45,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from extproc import pipeline as pipeline_module
-from extproc.decisions import BodyMode, Continue
-from extproc.pipeline import Pipeline
-from extproc.session import Session
-from extproc.transport import ExternalProcessor, StreamOutbox, encode
+from extproc.envoy.transport import ExternalProcessor, StreamOutbox, encode
+from extproc.request import pipeline as pipeline_module
+from extproc.request.decisions import BodyMode, Continue
+from extproc.request.pipeline import Pipeline
+from extproc.request.session import Session
 
 HOOKS = """
 from extproc import CustomLogger, HTTPException

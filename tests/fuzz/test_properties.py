@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from extproc.codecs import JsonCodec, MultipartCodec
+from extproc.api.codecs import JsonCodec, MultipartCodec
 from extproc.errors import (
     ClientDisconnected,
     HTTPException,
@@ -330,9 +330,9 @@ class NoOutbox:
 
 
 async def test_a_hooks_unencodable_detail_keeps_its_status(tmp_path):
-    from extproc import pipeline
-    from extproc.decisions import Reply
-    from extproc.session import Session
+    from extproc.request import pipeline
+    from extproc.request.decisions import Reply
+    from extproc.request.session import Session
 
     (tmp_path / "refuser.py").write_text(RAISES_UNENCODABLE)
     (tmp_path / "config.yaml").write_text("litellm_settings:\n  callbacks: refuser.handler\n")

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from helpers import poll as wait_for
 
-from extproc.dev import Child
+from extproc.devtools.dev import Child
 
 from .table import CASES, UNSET, Case, by_category, render
 from .upstream import ANSWERS, HEADER, READY

@@ -3,7 +3,7 @@
 A request carrying `x-hostile-answer: <name>` gets the answer `ANSWERS[name]`, byte for byte: plain text
 where JSON is expected, truncated or malformed JSON, SSE streams that are malformed, lack `[DONE]` or
 their last blank line, or are cut mid-event at the TCP level. Every other request is answered by the
-mock upstream itself (`extproc.mock_upstream`), and every request, scripted or not, is recorded for
+mock upstream itself (`extproc.devtools.mock_upstream`), and every request, scripted or not, is recorded for
 `/__mock/last` and `/__mock/requests`, so the `e2e_stack` helpers work unchanged.
 
 Run as `python -m tests.hostile.upstream --port 0`; it prints `hostile-upstream listening on URL`.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from extproc import mock_upstream
+from extproc.devtools import mock_upstream
 
 HEADER = "x-hostile-answer"
 READY = "hostile-upstream listening on "

@@ -11,8 +11,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 
-from extproc import pipeline
-from extproc.server import Sidecar
+from extproc.ops.server import Sidecar
+from extproc.request import pipeline
 
 
 def make_pipeline(folder: Path, config_text: str, handlers: dict[str, str] | None = None):

@@ -6,7 +6,7 @@ import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc.session import Session
+from extproc.request.session import Session
 
 from .harness import (
     Harness,
@@ -271,7 +271,7 @@ async def test_unix_socket_listener_has_restrictive_permissions(rewrite, tmp_pat
     import os
     import stat
 
-    from extproc.server import Sidecar
+    from extproc.ops.server import Sidecar
 
     socket_path = tmp_path / "s" / "extproc.sock"
     sidecar = Sidecar(rewrite, (f"unix:{socket_path}",))

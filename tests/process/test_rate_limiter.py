@@ -211,7 +211,7 @@ async def test_rpm_and_tokens_and_settlement(tmp_path):
     ],
 )
 def test_bad_options_are_named(tmp_path, options, fragment):
-    from extproc.loader import HandlerError
+    from extproc.hooks.loader import HandlerError
 
     with pytest.raises(HandlerError) as info:
         limiter(tmp_path, options)

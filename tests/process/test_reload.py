@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from extproc import pipeline
-from extproc.reload import fingerprint
-from extproc.server import Sidecar
+from extproc.ops.reload import fingerprint
+from extproc.ops.server import Sidecar
+from extproc.request import pipeline
 
 from .harness import Harness, body_request, headers_request
 

@@ -95,7 +95,7 @@ async def test_the_answer_shows_the_name_the_client_asked_for(tmp_path):
 def test_routing_without_a_model_list_is_a_config_error(tmp_path):
     import pytest
 
-    from extproc.config import ConfigError
+    from extproc.settings.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"extproc\.routing: true needs a model_list"):
         make_pipeline(tmp_path, "extproc: {routing: true}")

@@ -13,10 +13,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tls_certs import make_certs
 
-from extproc import envoy_config, pipeline
-from extproc.config import ConfigError
-from extproc.dev import envoy_binary
-from extproc.server import Sidecar
+from extproc.devtools.dev import envoy_binary
+from extproc.envoy import envoy_config
+from extproc.ops.server import Sidecar
+from extproc.request import pipeline
+from extproc.settings.config import ConfigError
 
 
 def tls_config(tmp_path, certs, mutual=True):

@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from redis_server import ValkeyServer  # noqa: E402
 
-from extproc.dev import DevStack  # noqa: E402
+from extproc.devtools.dev import DevStack  # noqa: E402
 
 HANDLERS = """
 from extproc import CustomLogger, HTTPException

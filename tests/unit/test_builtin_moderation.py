@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from extproc import HTTPException
-from extproc.chain import HookChain
-from extproc.loader import LoadedHandler
-from extproc.mock_upstream import start
+from extproc.devtools.mock_upstream import start
+from extproc.hooks.chain import HookChain
+from extproc.hooks.loader import LoadedHandler
 from extproc.types import HookKind
 from handlers import keyword_moderation, llm_judge
 from handlers.keyword_moderation import Handler as Keywords

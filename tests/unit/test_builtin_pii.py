@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from extproc import HTTPException
-from extproc.chain import HookChain, overrides
-from extproc.loader import HandlerError, LoadedHandler, resolve
+from extproc.api.views import wrap
+from extproc.hooks.chain import HookChain, overrides
+from extproc.hooks.loader import HandlerError, LoadedHandler, resolve
 from extproc.types import HookKind
-from extproc.views import wrap
 from handlers.pii import ENTITIES, Handler
 
 # entity -> texts holding exactly one such value

@@ -3,8 +3,8 @@ import asyncio
 import pytest
 
 from extproc import CustomLogger, HTTPException
-from extproc.chain import HookChain, HookFailed, HookTimeout
-from extproc.loader import LoadedHandler
+from extproc.hooks.chain import HookChain, HookFailed, HookTimeout
+from extproc.hooks.loader import LoadedHandler
 
 
 def chain_of(*handlers, timeout_s=1.0):
@@ -117,7 +117,7 @@ def test_failure_hook_traceback_argument_detection():
 
 
 def test_fail_open_skips_timeouts_and_crashes_but_not_deliberate_refusals():
-    from extproc.config import HandlerPolicy
+    from extproc.settings.config import HandlerPolicy
 
     def chain_with(handler):
         return HookChain(

@@ -2,9 +2,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extproc.codecs import BodyError, JsonCodec, MultipartCodec, depth_of
-from extproc.endpoints import RouteTable
-from extproc.multipart import MultipartBody, MultipartError, UploadedFile
+from extproc.api.codecs import BodyError, JsonCodec, MultipartCodec, depth_of
+from extproc.api.endpoints import RouteTable
+from extproc.api.multipart import MultipartBody, MultipartError, UploadedFile
 from extproc.types import CallType
 
 BOUNDARY = "----b0undary"

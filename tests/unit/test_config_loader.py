@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from extproc import config, pipeline
-from extproc.config import ConfigError
-from extproc.loader import HandlerError
+from extproc.hooks.loader import HandlerError
+from extproc.request import pipeline
+from extproc.settings import config
+from extproc.settings.config import ConfigError
 
 
 def write(folder: Path, name: str, text: str) -> Path:

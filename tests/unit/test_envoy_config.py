@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extproc import envoy_config, pipeline
-from extproc.envoy_config import Upstream
+from extproc.envoy import envoy_config
+from extproc.envoy.envoy_config import Upstream
+from extproc.request import pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = str(Path(sys.executable).with_name("envoy"))
@@ -223,7 +224,7 @@ h = H()
 
 
 def test_every_worker_is_an_endpoint_of_the_sidecar_cluster(tmp_path):
-    from extproc.workers import worker_address
+    from extproc.ops.workers import worker_address
 
     assert worker_address("unix:/run/x.sock", 0) == "unix:/run/x.sock"
     assert worker_address("unix:/run/x.sock", 2) == "unix:/run/x.sock.2"

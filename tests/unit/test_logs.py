@@ -10,7 +10,14 @@ from datetime import datetime
 
 import pytest
 
-from extproc.logs import REDACTED, REQUEST_ID, bind_request_id, current_request_id, scrub, setup_logging
+from extproc.telemetry.logs import (
+    REDACTED,
+    REQUEST_ID,
+    bind_request_id,
+    current_request_id,
+    scrub,
+    setup_logging,
+)
 
 log = logging.getLogger("extproc.test_logs")
 

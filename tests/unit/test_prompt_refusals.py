@@ -2,7 +2,7 @@ import orjson
 import pytest
 
 from extproc import get_formatted_prompt
-from extproc.refusals import refusal_reply
+from extproc.api.refusals import refusal_reply
 from extproc.types import CallType
 
 

@@ -9,9 +9,9 @@ import pytest
 import redis.exceptions
 from redis_server import ValkeyServer, valkey_server_fixture  # noqa: F401  (the `valkey_server` fixture)
 
-from extproc.cache import DualCache, InMemoryCache
 from extproc.errors import from_exception
-from extproc.redis_cache import (
+from extproc.state.cache import DualCache, InMemoryCache
+from extproc.state.redis_cache import (
     CacheUnavailable,
     RedisBackend,
     ResilientBackend,

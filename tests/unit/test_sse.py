@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extproc.sse import DONE, Event, SSEDecoder, SSEError, encode_data, encode_json
+from extproc.api.sse import DONE, Event, SSEDecoder, SSEError, encode_data, encode_json
 
 # ---------------------------------------------------------------------------------------------- helpers
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from helpers import SEED_MODERATION
 
-from extproc import trial
+from extproc.devtools import trial
 
 MODEL_REWRITE = """
 from extproc import CustomLogger

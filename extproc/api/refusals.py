@@ -7,8 +7,8 @@ import uuid
 
 import orjson
 
-from extproc.decisions import Reply
 from extproc.errors import envelope
+from extproc.request.decisions import Reply
 from extproc.types import CallType, JSONDict
 
 SSE = "text/event-stream"

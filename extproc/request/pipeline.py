@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from extproc import config as config_module
-from extproc.cache import DualCache
-from extproc.chain import HookChain
-from extproc.config import Config, ConfigError
-from extproc.decisions import BodyMode, Mode
-from extproc.endpoints import RouteTable
-from extproc.loader import load_handlers
-from extproc.routing import Router
+from extproc.api.endpoints import RouteTable
+from extproc.hooks.chain import HookChain
+from extproc.hooks.loader import load_handlers
+from extproc.request.decisions import BodyMode, Mode
+from extproc.request.routing import Router
+from extproc.settings import config as config_module
+from extproc.settings.config import Config, ConfigError
+from extproc.state.cache import DualCache
 from extproc.types import HookKind
 
 # The longest Envoy may be asked to wait for one answer (`max_message_timeout` in the generated config).
@@ -71,7 +71,7 @@ def make_cache(config: Config) -> DualCache:
     settings = config.sidecar.cache
     if settings.redis_url is None:
         return DualCache()
-    from extproc.redis_cache import shared_dual_cache
+    from extproc.state.redis_cache import shared_dual_cache
 
     return shared_dual_cache(
         settings.redis_url, on_unavailable=settings.on_unavailable, timeout_s=settings.timeout_ms / 1000

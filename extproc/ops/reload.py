@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from extproc import config as config_module
-from extproc import metrics
-from extproc import pipeline as pipeline_module
-from extproc.loader import HandlerError
-from extproc.pipeline import Pipeline
+from extproc.hooks.loader import HandlerError
+from extproc.request import pipeline as pipeline_module
+from extproc.request.pipeline import Pipeline
+from extproc.settings import config as config_module
+from extproc.telemetry import metrics
 
 log = logging.getLogger("extproc.reload")
 

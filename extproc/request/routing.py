@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.config import Deployment
+from extproc.settings.config import Deployment
 
 DEPLOYMENT_HEADER = "x-llm-deployment"
 ALL_MODELS = "all-proxy-models"

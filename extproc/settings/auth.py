@@ -15,7 +15,7 @@ import orjson
 
 from extproc.types import Headers
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("extproc.auth")
 
 
 @dataclass(slots=True)

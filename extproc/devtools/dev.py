@@ -29,10 +29,10 @@ from urllib.request import ProxyHandler, build_opener
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extproc import envoy_config
-from extproc import pipeline as pipeline_module
-from extproc.server import SERVICE_NAME
-from extproc.workers import worker_addresses
+from extproc.envoy import envoy_config
+from extproc.ops.server import SERVICE_NAME
+from extproc.ops.workers import worker_addresses
+from extproc.request import pipeline as pipeline_module
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from extproc.codecs import Codec, JsonCodec, MultipartCodec
+from extproc.api.codecs import Codec, JsonCodec, MultipartCodec
 from extproc.types import CallType
 
 

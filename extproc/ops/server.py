@@ -18,11 +18,11 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from extproc import metrics
-from extproc.pipeline import Pipeline
-from extproc.reload import Reloader
-from extproc.transport import ExternalProcessor
-from extproc.workers import worker_address
+from extproc.envoy.transport import ExternalProcessor
+from extproc.ops.reload import Reloader
+from extproc.ops.workers import worker_address
+from extproc.request.pipeline import Pipeline
+from extproc.telemetry import metrics
 
 log = logging.getLogger("extproc.server")
 

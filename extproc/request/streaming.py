@@ -18,13 +18,13 @@ from typing import Any
 
 import orjson
 
-from extproc.chain import HookChain, HookFailed
-from extproc.decisions import Outbox
+from extproc.api.events import usage_of
+from extproc.api.sse import DONE, Event, SSEDecoder, SSEError, encode_json
+from extproc.api.views import unwrap, wrap
 from extproc.errors import reply_for
-from extproc.events import usage_of
-from extproc.sse import DONE, Event, SSEDecoder, SSEError, encode_json
+from extproc.hooks.chain import HookChain, HookFailed
+from extproc.request.decisions import Outbox
 from extproc.types import JSONDict
-from extproc.views import unwrap, wrap
 
 log = logging.getLogger("extproc.streaming")
 

@@ -13,11 +13,23 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from extproc import metrics
-from extproc.auth import UserAPIKeyAuth
-from extproc.chain import HookFailed, HookTimeout
-from extproc.codecs import BodyError, dumps_exact, loads_exact
-from extproc.decisions import (
+from extproc.api.codecs import BodyError, dumps_exact, loads_exact
+from extproc.api.endpoints import Endpoint, field_problem
+from extproc.api.events import log_kwargs, usage_of
+from extproc.api.multipart import MultipartError
+from extproc.api.refusals import refusal_reply
+from extproc.api.sse import SSEError
+from extproc.api.views import unwrap, wrap
+from extproc.errors import (
+    ClientDisconnected,
+    ProxyException,
+    RejectedRequestError,
+    UpstreamError,
+    is_http_exception,
+    reply_for,
+)
+from extproc.hooks.chain import HookFailed, HookTimeout
+from extproc.request.decisions import (
     CONTINUE,
     DEFERRED,
     PASS_THROUGH_MODE,
@@ -28,26 +40,14 @@ from extproc.decisions import (
     Outbox,
     Reply,
 )
-from extproc.endpoints import Endpoint, field_problem
-from extproc.errors import (
-    ClientDisconnected,
-    ProxyException,
-    RejectedRequestError,
-    UpstreamError,
-    is_http_exception,
-    reply_for,
-)
-from extproc.events import log_kwargs, usage_of
-from extproc.logs import bind_request_id
-from extproc.moderation import ModerationGate
-from extproc.multipart import MultipartError
-from extproc.pipeline import Pipeline
-from extproc.refusals import refusal_reply
-from extproc.routing import DEPLOYMENT_HEADER, allowed
-from extproc.sse import SSEError
-from extproc.streaming import StreamPump, StreamRewriter, StreamState, error_event
+from extproc.request.moderation import ModerationGate
+from extproc.request.pipeline import Pipeline
+from extproc.request.routing import DEPLOYMENT_HEADER, allowed
+from extproc.request.streaming import StreamPump, StreamRewriter, StreamState, error_event
+from extproc.settings.auth import UserAPIKeyAuth
+from extproc.telemetry import metrics
+from extproc.telemetry.logs import bind_request_id
 from extproc.types import Headers, HookKind, JSONDict
-from extproc.views import unwrap, wrap
 
 log = logging.getLogger("extproc.session")
 AnyDecision = TypeVar("AnyDecision", Continue, Reply, Deferred)

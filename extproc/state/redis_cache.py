@@ -26,9 +26,9 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from extproc.cache import CacheBackend, DualCache, InMemoryCache, PinningBackend, Store
+from extproc.state.cache import CacheBackend, DualCache, InMemoryCache, PinningBackend, Store
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("extproc.redis_cache")
 T = TypeVar("T")
 
 # KEYS[1] = counter, ARGV[1] = amount, ARGV[2] = ttl in ms (0: none). The expiry is set only when the

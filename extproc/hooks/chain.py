@@ -26,13 +26,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any
 
-from extproc import metrics
-from extproc.config import HandlerPolicy
-from extproc.custom_logger import CustomLogger
+from extproc.api.views import unwrap, wrap
 from extproc.errors import is_http_exception
-from extproc.loader import HandlerError, LoadedHandler
+from extproc.hooks.custom_logger import CustomLogger
+from extproc.hooks.loader import HandlerError, LoadedHandler
+from extproc.settings.config import HandlerPolicy
+from extproc.telemetry import metrics
 from extproc.types import HookKind, JSONDict
-from extproc.views import unwrap, wrap
 
 log = logging.getLogger("extproc.chain")
 

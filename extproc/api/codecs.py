@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from extproc.multipart import MultipartBody, MultipartError
+from extproc.api.multipart import MultipartBody, MultipartError
 from extproc.types import JSONDict
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from extproc.auth import SETTABLE_FIELDS, AuthSources, MetadataSource
-from extproc.workers import worker_address
+from extproc.ops.workers import worker_address
+from extproc.settings.auth import SETTABLE_FIELDS, AuthSources, MetadataSource
 
 
 class ConfigError(Exception):

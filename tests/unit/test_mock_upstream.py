@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from extproc.mock_upstream import build_app, start
+from extproc.devtools.mock_upstream import build_app, start
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -381,7 +381,7 @@ def test_malformed_json_400(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_main_prints_ready_line_and_exits_cleanly(sig: signal.Signals) -> None:
-    code = "from extproc.mock_upstream import main; main(port=0)"
+    code = "from extproc.devtools.mock_upstream import main; main(port=0)"
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,

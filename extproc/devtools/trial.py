@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
-from extproc import pipeline as pipeline_module
-from extproc.cache import DualCache
-from extproc.chain import Hook, HookChain
-from extproc.decisions import BodyMode, Continue, Decision, Reply
-from extproc.session import Session
+from extproc.hooks.chain import Hook, HookChain
+from extproc.request import pipeline as pipeline_module
+from extproc.request.decisions import BodyMode, Continue, Decision, Reply
+from extproc.request.session import Session
+from extproc.state.cache import DualCache
 from extproc.types import HookKind
 
 REFUSED_EXIT = 3

@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from extproc.chain import HookFailed
-from extproc.decisions import Outbox, Reply
+from extproc.hooks.chain import HookFailed
+from extproc.request.decisions import Outbox, Reply
 
 
 class ModerationGate:

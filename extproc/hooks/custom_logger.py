@@ -6,8 +6,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from extproc.auth import UserAPIKeyAuth
-    from extproc.cache import DualCache
+    from extproc.settings.auth import UserAPIKeyAuth
+    from extproc.state.cache import DualCache
 
 
 class CustomLogger:

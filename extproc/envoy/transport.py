@@ -21,11 +21,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
-from extproc import metrics
-from extproc.decisions import Continue, Decision, Deferred, Mode, Reply
 from extproc.errors import envelope
-from extproc.pipeline import Pipeline
-from extproc.session import Session
+from extproc.request.decisions import Continue, Decision, Deferred, Mode, Reply
+from extproc.request.pipeline import Pipeline
+from extproc.request.session import Session
+from extproc.telemetry import metrics
 from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE, Headers
 
 log = logging.getLogger("extproc.transport")

@@ -1,0 +1,1 @@
+"""Developer tooling, not on the request path: `dev`, the mock upstream, `try`."""

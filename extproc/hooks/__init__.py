@@ -1,0 +1,1 @@
+"""The hook API handlers implement, handler loading, and the chain that owns every calling rule."""

@@ -1,0 +1,1 @@
+"""Running the sidecar: the gRPC server, hot reload, worker processes."""

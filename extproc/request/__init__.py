@@ -1,0 +1,1 @@
+"""The request core: one `Session` per request, admission, endings, streaming, moderation, modes."""

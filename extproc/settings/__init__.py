@@ -1,0 +1,1 @@
+"""What the operator configures: the config file and where a caller's identity comes from."""

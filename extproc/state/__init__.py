@@ -1,0 +1,1 @@
+"""Cross-request state: the in-process and Redis/Valkey-backed `DualCache`."""
