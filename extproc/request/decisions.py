@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+# The dynamic metadata namespace the sidecar writes (Envoy drops it unless it is listed in the filter's
+# receiving_namespaces), and the keys it writes there. The generated Envoy config reads VERDICT: every
+# answer of the sidecar's own carries it, so a local reply without it is Envoy's.
+METADATA_NAMESPACE: Final = "llm_extproc"
+VERDICT: Final = "verdict"
+REFUSED_BY: Final = "refused_by"
+FAILED_IN: Final = "failed_in"
+UPSTREAM_STATUS: Final = "upstream_status"
+STATUS: Final = "status"
 
 
 class BodyMode(IntEnum):
