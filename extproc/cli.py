@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extproc.hooks.loader import HandlerError
+from extproc.errors import HandlerError
 from extproc.request import pipeline as pipeline_module
 from extproc.request.pipeline import Pipeline
 from extproc.settings.config import ConfigError, SidecarSettings

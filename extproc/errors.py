@@ -1,4 +1,8 @@
-"""HTTP exceptions and the OpenAI error envelope every refusal and failure is answered with."""
+"""Every exception the sidecar raises or maps, and `describe`: what the client's error says for any of them.
+
+How an error is *written* (the OpenAI envelope, an SSE error event) belongs to the API family that
+answers; this module only says which status, message, type and headers an exception stands for.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
-from extproc.types import JSONDict
 
 
 class HTTPException(Exception):
@@ -29,25 +31,6 @@ class HTTPException(Exception):
         return f"{self.status_code}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """An error the client gets: status, extra headers and the encoded envelope."""
-
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-    message: str = ""
-
-
-def dumps_any(value: Any) -> bytes:
-    """JSON for whatever a hook put in an error (int keys, huge ints, sets, bytes, lone surrogates)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        text = json.dumps(value, default=repr, ensure_ascii=False, separators=(",", ":"))
-        return text.encode("utf-8", "replace")  # a lone surrogate becomes "?": strict decoders refuse it
-
-
 def error_type(status: int) -> str:
     """The envelope's `type` for a status, as LiteLLM's proxy names it."""
     if status == 401:
@@ -59,62 +42,6 @@ def error_type(status: int) -> str:
     if 400 <= status < 500:
         return "invalid_request_error"
     return "internal_server_error"
-
-
-def envelope(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    kind: str | None = None,
-    provider_specific_fields: Any = None,
-    headers: tuple[tuple[str, str], ...] = (),
-) -> ErrorReply:
-    """Encode the OpenAI error envelope once."""
-    error: JSONDict = {
-        "message": message,
-        "type": kind or error_type(status),
-        "param": param,
-        "code": str(status),
-    }
-    if provider_specific_fields is not None:
-        error["provider_specific_fields"] = provider_specific_fields
-    return ErrorReply(status, dumps_any({"error": error}), headers, message)
-
-
-def is_http_exception(exc: BaseException) -> bool:
-    """Duck-typed: ours, fastapi's and starlette's all carry `status_code` and `detail`."""
-    status = getattr(exc, "status_code", None)
-    return isinstance(status, int) and hasattr(exc, "detail")
-
-
-def _detail_message(detail: Any) -> str:
-    if isinstance(detail, dict):
-        inner = detail.get("error", detail)
-        if isinstance(inner, dict):
-            inner = inner.get("message", inner)
-        return inner if isinstance(inner, str) else dumps_any(inner).decode()
-    if detail is None:
-        return ""
-    return detail if isinstance(detail, str) else str(detail)
-
-
-def from_exception(exc: BaseException) -> ErrorReply:
-    """Map any exception a hook raised to the reply the client gets."""
-    if is_http_exception(exc):
-        status = int(exc.status_code)  # type: ignore[attr-defined]
-        if not 100 <= status <= 599:
-            status = 500
-        detail = exc.detail  # type: ignore[attr-defined]
-        raw_headers = getattr(exc, "headers", None) or {}
-        headers = tuple((str(k).lower(), str(v)) for k, v in dict(raw_headers).items())
-        return envelope(
-            status,
-            _detail_message(detail),
-            provider_specific_fields=detail if isinstance(detail, dict) else None,
-            headers=headers,
-        )
-    return envelope(500, str(exc) or type(exc).__name__)
 
 
 class ProxyException(Exception):
@@ -132,15 +59,12 @@ class ProxyException(Exception):
         self.detail = message
         self.headers: dict[str, str] | None = None
 
-    def reply(self) -> ErrorReply:
-        return envelope(self.status_code, self.message, param=self.param, kind=self.type)
-
 
 class UpstreamError(Exception):
     """The upstream answered with a status >= 400; `body` is its decoded error body (or raw text)."""
 
     def __init__(self, status_code: int, body: Any) -> None:
-        message = _detail_message(body.get("error", body)) if isinstance(body, dict) else str(body or "")
+        message = detail_message(body.get("error", body)) if isinstance(body, dict) else str(body or "")
         super().__init__(message)
         self.status_code = status_code
         self.message = message
@@ -149,13 +73,16 @@ class UpstreamError(Exception):
 
 
 class RejectedRequestError(Exception):
-    """A pre-call hook refused with a string: failure hooks see this; the client gets the refusal."""
+    """A pre-call hook refused with a string: failure hooks see this; the client gets the refusal.
 
-    def __init__(self, message: str, request_data: dict[str, Any]) -> None:
+    `hook` names the refusing hook (the chain raises this; LiteLLM's class has no such field)."""
+
+    def __init__(self, message: str, request_data: dict[str, Any], hook: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.request_data = request_data
         self.status_code = 400
+        self.hook = hook
 
 
 class ClientDisconnected(Exception):
@@ -170,8 +97,97 @@ class ClientDisconnected(Exception):
         super().__init__(self.message)
 
 
-def reply_for(exc: BaseException) -> ErrorReply:
-    """The client's error for any exception, ours included."""
+class HookFailed(Exception):
+    """A hook raised (or timed out); `cause` is what the client's error is made from."""
+
+    def __init__(self, label: str, cause: BaseException) -> None:
+        super().__init__(f"{label}: {type(cause).__name__}: {cause}")
+        self.label = label
+        self.cause = cause
+
+
+class HookTimeout(Exception):
+    """A hook did not finish within its timeout."""
+
+    status_code = 504
+
+    def __init__(self, label: str, timeout_s: float) -> None:
+        self.detail = f"{label} did not finish within {round(timeout_s * 1000)} ms"
+        super().__init__(self.detail)
+
+
+class HandlerError(Exception):
+    """A handler that cannot be used (not found, not importable, wrong signature), named with the reason."""
+
+
+class BodyError(Exception):
+    """A body the sidecar cannot decode; `status` and `message` go into the error envelope."""
+
+    def __init__(self, status: int, message: str, param: str | None = "request_body") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+class SSEError(ValueError):
+    """A stream the sidecar cannot pass on: an event larger than the hold limit, or bytes that are not SSE."""
+
+
+class MultipartError(ValueError):
+    """A multipart/form-data body that cannot be parsed."""
+
+
+def dumps_any(value: Any) -> bytes:
+    """JSON for whatever a hook put in an error (int keys, huge ints, sets, bytes, lone surrogates)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        text = json.dumps(value, default=repr, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "replace")  # a lone surrogate becomes "?": strict decoders refuse it
+
+
+def is_http_exception(exc: BaseException) -> bool:
+    """Duck-typed: ours, fastapi's and starlette's all carry `status_code` and `detail`."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and hasattr(exc, "detail")
+
+
+def detail_message(detail: Any) -> str:
+    """The message of an exception's `detail`: a string, or the `error.message` of a dict."""
+    if isinstance(detail, dict):
+        inner = detail.get("error", detail)
+        if isinstance(inner, dict):
+            inner = inner.get("message", inner)
+        return inner if isinstance(inner, str) else dumps_any(inner).decode()
+    if detail is None:
+        return ""
+    return detail if isinstance(detail, str) else str(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What the client's error says: the family that answers decides how it is written."""
+
+    status: int
+    message: str
+    type: str
+    param: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    provider_specific_fields: Any = None
+
+
+def describe(exc: BaseException) -> ErrorInfo:
+    """The client's error for any exception: the sidecar's own, a hook's HTTP exception, or anything else."""
     if isinstance(exc, ProxyException):
-        return exc.reply()
-    return from_exception(exc)
+        return ErrorInfo(exc.status_code, exc.message, exc.type, exc.param)
+    if is_http_exception(exc):
+        status = int(exc.status_code)  # type: ignore[attr-defined]
+        if not 100 <= status <= 599:
+            status = 500
+        detail = exc.detail  # type: ignore[attr-defined]
+        raw_headers = getattr(exc, "headers", None) or {}
+        headers = tuple((str(k).lower(), str(v)) for k, v in dict(raw_headers).items())
+        provider = detail if isinstance(detail, dict) else None
+        return ErrorInfo(status, detail_message(detail), error_type(status), None, headers, provider)
+    return ErrorInfo(500, str(exc) or type(exc).__name__, error_type(500))

@@ -1,4 +1,4 @@
-"""Shared vocabulary: call types, JSON and header aliases."""
+"""Shared vocabulary: call types, hook kinds, ext_proc phases, JSON and header aliases."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ class CallType(StrEnum):
     IMAGE_GENERATION = "image_generation"
     MODERATION = "moderation"
     AUDIO_TRANSCRIPTION = "audio_transcription"
+
+
+class Phase(StrEnum):
+    """The ext_proc messages Envoy sends about one HTTP request (the names of the protobuf oneof)."""
+
+    REQUEST_HEADERS = "request_headers"
+    REQUEST_BODY = "request_body"
+    REQUEST_TRAILERS = "request_trailers"
+    RESPONSE_HEADERS = "response_headers"
+    RESPONSE_BODY = "response_body"
+    RESPONSE_TRAILERS = "response_trailers"
 
 
 class HookKind(StrEnum):

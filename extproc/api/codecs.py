@@ -8,18 +8,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from extproc.api.multipart import MultipartBody, MultipartError
+from extproc.api.multipart import MultipartBody
+from extproc.errors import BodyError, MultipartError
 from extproc.types import JSONDict
-
-
-class BodyError(Exception):
-    """A body the sidecar cannot decode; `status` and `message` go into the error envelope."""
-
-    def __init__(self, status: int, message: str, param: str | None = "request_body") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
 
 
 class Codec(Protocol):

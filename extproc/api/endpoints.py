@@ -1,33 +1,34 @@
-"""The route table: `:path` to an endpoint (call type + codec + what the body must hold)."""
+"""The route table: `:path` to the API family that reads and answers it.
+
+`FAMILIES` is the one list of families; the generated Envoy config routes exactly their paths through
+the sidecar (`ENDPOINT_PATHS`, `ENDPOINT_REGEX`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from extproc.api.audio import AudioTranscriptions
+from extproc.api.chat import ChatCompletions
+from extproc.api.codecs import JsonCodec, MultipartCodec
+from extproc.api.completions import TextCompletions
+from extproc.api.embeddings import Embeddings
+from extproc.api.family import ApiFamily
+from extproc.api.images import ImageGenerations
+from extproc.api.moderations import Moderations
+from extproc.api.openai import OpenAIFamily
 
-from extproc.api.codecs import Codec, JsonCodec, MultipartCodec
-from extproc.types import CallType
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One OpenAI endpoint the sidecar understands."""
-
-    path: str
-    call_type: CallType
-    codec: Codec
-    required: str | None
-    streams: bool = False
-
-
-# Path suffixes after the optional `/v1` prefix, in the order the README documents them.
-ENDPOINT_PATHS: dict[str, tuple[CallType, str | None, bool]] = {
-    "/chat/completions": (CallType.COMPLETION, "messages", True),
-    "/completions": (CallType.TEXT_COMPLETION, "prompt", True),
-    "/embeddings": (CallType.EMBEDDINGS, "input", False),
-    "/images/generations": (CallType.IMAGE_GENERATION, "prompt", False),
-    "/moderations": (CallType.MODERATION, "input", False),
-    "/audio/transcriptions": (CallType.AUDIO_TRANSCRIPTION, "file", False),
-}
+# In the order the README documents them.
+FAMILIES: tuple[type[OpenAIFamily], ...] = (
+    ChatCompletions,
+    TextCompletions,
+    Embeddings,
+    ImageGenerations,
+    Moderations,
+    AudioTranscriptions,
+)
+# Path suffixes after the optional `/v1` prefix.
+ENDPOINT_PATHS = tuple(family.path for family in FAMILIES)
+# Answers errors that come before any family is known (a request the sidecar could not place).
+DEFAULT_FAMILY: ApiFamily = ChatCompletions(JsonCodec(0))
 ENDPOINT_REGEX = r"^(/v1)?/({})/?$".format("|".join(p.lstrip("/") for p in ENDPOINT_PATHS))
 
 
@@ -37,35 +38,12 @@ class RouteTable:
     def __init__(self, max_json_depth: int) -> None:
         json_codec = JsonCodec(max_json_depth)
         multipart_codec = MultipartCodec()
-        self._routes: dict[str, Endpoint] = {}
-        for suffix, (call_type, required, streams) in ENDPOINT_PATHS.items():
-            codec: Codec = multipart_codec if call_type is CallType.AUDIO_TRANSCRIPTION else json_codec
-            endpoint = Endpoint(suffix, call_type, codec, required, streams)
-            self._routes[suffix] = endpoint
-            self._routes["/v1" + suffix] = endpoint
+        self._routes: dict[str, ApiFamily] = {}
+        for family_type in FAMILIES:
+            family = family_type(multipart_codec if family_type.form else json_codec)
+            self._routes[family.path] = family
+            self._routes["/v1" + family.path] = family
 
-    def match(self, path: str) -> Endpoint | None:
+    def match(self, path: str) -> ApiFamily | None:
         path = path.partition("?")[0]
         return self._routes.get(path) or self._routes.get(path.rstrip("/"))
-
-
-_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "model": (str, "a string"),
-    "stream": (bool, "a boolean"),
-    "user": (str, "a string"),
-    "messages": (list, "an array"),
-}
-
-
-def field_problem(endpoint: Endpoint, data: dict[str, object]) -> tuple[str, str] | None:
-    """A missing required parameter or a wrongly typed well-known one: (message, param)."""
-    required = endpoint.required
-    if required is not None and data.get(required) is None:
-        return f"{endpoint.path}: Missing required parameter: '{required}'.", required
-    form = endpoint.call_type is CallType.AUDIO_TRANSCRIPTION
-    for name, (kind, described) in _TYPES.items():
-        if form and kind is not str:
-            continue  # form fields are strings ("stream": "true"): only the string ones are checked
-        if name in data and data[name] is not None and not isinstance(data[name], kind):
-            return f"{endpoint.path}: Invalid type for '{name}': expected {described}.", name
-    return None

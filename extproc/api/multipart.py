@@ -6,13 +6,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc.errors import MultipartError
+
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
 _UNESCAPE = re.compile(r"\\(.)")
 _DISPOSITION_PARAM = re.compile(r';\s*(name|filename)="((?:[^"\\]|\\.)*)"', re.IGNORECASE)
-
-
-class MultipartError(ValueError):
-    """A multipart body that cannot be parsed."""
 
 
 @dataclass(frozen=True, slots=True)

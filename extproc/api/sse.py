@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from extproc.errors import SSEError
+
 __all__ = ["DONE", "Event", "SSEDecoder", "SSEError", "encode_data", "encode_json"]
 
 DONE: bytes = b"data: [DONE]\n\n"
@@ -30,10 +32,6 @@ DONE: bytes = b"data: [DONE]\n\n"
 _END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _NOISE = re.compile(rb"[\r\n]*")
 _LINES = re.compile(rb"\r\n|\r|\n")
-
-
-class SSEError(ValueError):
-    """A stream the decoder refuses, e.g. an event larger than `max_event_bytes`."""
 
 
 @dataclass(slots=True)

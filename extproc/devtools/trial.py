@@ -1,7 +1,8 @@
 """`llm-extproc try`: the configured hooks on a saved request (and upstream answer), without Envoy.
 
-It drives the real `Session` phase by phase as the transport does, with an outbox that records what
-would be pushed or streamed: the report is what Envoy would be told. A fresh in-process `DualCache`
+It drives the real `Session` through `Session.handle`, the entry point the transport uses, with an
+outbox that records what would be pushed or streamed and the chain's tracer recording every hook call:
+the report is what Envoy would be told. A fresh in-process `DualCache`
 is used, so a trial never touches the counters of a shared (Redis) cache.
 """
 
@@ -11,19 +12,17 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from extproc.hooks.chain import Hook, HookChain
+from extproc.decisions import BodyMode, Continue, Decision, Message, Reply
+from extproc.hooks.hook import Hook
 from extproc.request import pipeline as pipeline_module
-from extproc.request.decisions import BodyMode, Continue, Decision, Reply
 from extproc.request.session import Session
 from extproc.state.cache import DualCache
-from extproc.types import HookKind
+from extproc.types import HookKind, Phase
 
 REFUSED_EXIT = 3
 _FAILURE_HOOK = HookKind.POST_CALL_FAILURE.value
@@ -56,54 +55,6 @@ class Recorder:
         if end_of_stream:
             self.finished.set()
         return True
-
-
-def _outcome(result: Any) -> str:
-    if isinstance(result, str):
-        return f"returned a string: {result[:80]!r}"
-    return "returned None" if result is None else f"returned a {type(result).__name__}"
-
-
-def _traced(hook: Hook, calls: list[JSONDoc]) -> Callable[..., Any]:
-    """`hook.call`, recording in `calls` that it ran and how it ended."""
-
-    def note(outcome: str) -> None:
-        calls.append({"hook": hook.label, "outcome": outcome})
-
-    async def call(**kwargs: Any) -> Any:
-        try:
-            result = await hook.call(**kwargs)
-        except asyncio.CancelledError:
-            note("cancelled (timed out, or its request ended)")
-            raise
-        except Exception as exc:
-            note(f"raised {type(exc).__name__}: {exc}")
-            raise
-        note(_outcome(result))
-        return result
-
-    async def iterate(**kwargs: Any) -> Any:
-        inner = hook.call(**kwargs)
-        note("started")
-        try:
-            async for item in inner:
-                yield item
-        except Exception as exc:
-            note(f"raised {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            await inner.aclose()
-
-    return iterate if hook.kind is HookKind.POST_CALL_STREAMING_ITERATOR else call
-
-
-def trace(chain: HookChain, calls: list[JSONDoc]) -> None:
-    """Make every hook of `chain` record its calls (a chain built for this trial only)."""
-    chain.hooks = {
-        kind: tuple(replace(hook, call=_traced(hook, calls)) for hook in hooks)
-        for kind, hooks in chain.hooks.items()
-    }
-    chain.pre_call_hooks = chain.hooks[HookKind.PRE_CALL]
 
 
 def request_content_type(body: bytes) -> str:
@@ -147,11 +98,20 @@ class Trial:
         self.status = response_status
         self.pipeline = pipeline_module.load(config_path, cache=DualCache())
         self.calls: list[JSONDoc] = []
-        trace(self.pipeline.chain, self.calls)
+        self.pipeline.chain.tracer = self._traced
         self.outbox = Recorder()
         self.session = Session(self.pipeline, self.outbox)
         self.metadata: dict[str, Any] = {}
         self.document: JSONDoc = {"config": str(self.pipeline.config.path), "hooks": self.calls}
+
+    def _traced(self, hook: Hook, outcome: str) -> None:
+        self.calls.append({"hook": hook.label, "outcome": outcome})
+
+    async def _send(
+        self, phase: Phase, headers: dict[str, str], body: bytes, end_of_stream: bool
+    ) -> Decision:
+        decision, _ = await self.session.handle(phase, Message(headers, body, end_of_stream))
+        return self._note(decision)
 
     def _note(self, decision: Decision) -> Decision:
         if isinstance(decision, Continue | Reply) and decision.metadata:
@@ -175,12 +135,12 @@ class Trial:
         doc.update(
             request={"headers": headers}, hooked=True, upstream_request=None, refusal=None, response=None
         )
-        decision = self._note(await session.request_headers(headers, False, {}))
+        decision = await self._send(Phase.REQUEST_HEADERS, headers, b"", False)
         if session.passthrough:
             doc["hooked"] = False
         else:
             if not isinstance(decision, Reply):
-                decision = self._note(await session.request_body(body, True))
+                decision = await self._send(Phase.REQUEST_BODY, {}, body, True)
             if not self._refused(decision, "request"):
                 assert isinstance(decision, Continue)
                 sent = decision.body if decision.body is not None else body
@@ -193,7 +153,7 @@ class Trial:
                     await self._respond(response, sse)
                 elif session.moderation is not None:
                     self._refused(await session.moderation.verdict() or Continue(), "moderation")
-            if response is not None or session.ended:
+            if response is not None or session.ending.ended:
                 session.close()
         await self._settle()
         refused = doc["refusal"] is not None and doc["refusal"]["verdict"] != "upstream_error"
@@ -205,7 +165,7 @@ class Trial:
     async def _respond(self, body: bytes, sse: bool) -> None:
         content_type = "text/event-stream" if sse else "application/json"
         headers = {":status": str(self.status), "content-type": content_type}
-        decision = self._note(await self.session.response_headers(headers, False))
+        decision = await self._send(Phase.RESPONSE_HEADERS, headers, b"", False)
         if self._refused(decision, "response"):
             return
         assert isinstance(decision, Continue)
@@ -214,7 +174,7 @@ class Trial:
         chunks = [part for part in _EVENT_END.split(body) if part] if sse else [body]
         out = [body] if mode is BodyMode.NONE else []
         for index, chunk in enumerate(chunks if mode is not BodyMode.NONE else ()):
-            answer = self._note(await self.session.response_body(chunk, index == len(chunks) - 1))
+            answer = await self._send(Phase.RESPONSE_BODY, {}, chunk, index == len(chunks) - 1)
             if self._refused(answer, "response"):
                 return
             if isinstance(answer, Continue):

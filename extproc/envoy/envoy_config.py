@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
+from extproc.decisions import BodyMode
 from extproc.ops.workers import worker_addresses
-from extproc.request.decisions import BodyMode
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
 from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE

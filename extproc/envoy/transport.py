@@ -1,8 +1,9 @@
 """The ext_proc gRPC service: the only code that touches Envoy's protobuf messages.
 
-`Process()` walks one gRPC stream (one HTTP request), hands each phase to a `Session`, and turns
-the session's `Continue` / `Reply` decisions into `ProcessingResponse`s. Content-length fix-ups,
-`mode_override` and the OpenAI-shaped local replies are encoded here and nowhere else.
+`Process()` walks one gRPC stream (one HTTP request): it reads each message, turns it into a protobuf-free
+`Message`, hands it to `Session.handle`, and encodes the `Continue` / `Reply` answer as a
+`ProcessingResponse` (header and body mutations, `mode_override`, immediate responses, dynamic metadata).
+When the session says Envoy sends nothing more, it ends the stream itself.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
-from extproc.errors import envelope
-from extproc.request.decisions import Continue, Decision, Deferred, Mode, Reply
+from extproc.api.openai import INTERNAL_ERROR
+from extproc.decisions import METADATA_NAMESPACE, Continue, Decision, Deferred, Message, Mode, Reply
 from extproc.request.pipeline import Pipeline
 from extproc.request.session import Session
 from extproc.telemetry import metrics
-from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE, Headers
+from extproc.types import Headers, Phase
 
 log = logging.getLogger("extproc.transport")
 
 _PM = processing_mode_pb2.ProcessingMode
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_INTERNAL_ERROR = envelope(500, "llm-extproc: internal error while processing the request")
-# The dynamic metadata namespace the sidecar writes; Envoy drops it unless listed in receiving_namespaces.
-METADATA_NAMESPACE = "llm_extproc"
+_PHASES = {phase.value: phase for phase in Phase}
+_HEADERS_PHASES = (Phase.REQUEST_HEADERS, Phase.RESPONSE_HEADERS)
+_NO_HEADERS: Headers = {}
 
 
 def headers_of(header_map: Any) -> Headers:
@@ -141,10 +142,22 @@ def encode(phase: str, decision: Decision) -> Any:
 
 
 def _metadata(request: Any, namespaces: tuple[str, ...]) -> dict[str, Any]:
-    if not namespaces:
-        return {}
     filter_metadata = request.metadata_context.filter_metadata
     return {ns: json_format.MessageToDict(filter_metadata[ns]) for ns in namespaces if ns in filter_metadata}
+
+
+def message_of(request: Any, phase: Phase, namespaces: tuple[str, ...]) -> Message:
+    """The session's view of one ext_proc message; request metadata is decoded only if the session asks."""
+    if phase is Phase.REQUEST_TRAILERS or phase is Phase.RESPONSE_TRAILERS:
+        return Message(_NO_HEADERS, b"", True)
+    message = getattr(request, phase.value)
+    if phase in _HEADERS_PHASES:
+        headers, body = headers_of(message.headers), b""
+    else:
+        headers, body = _NO_HEADERS, message.body
+    if namespaces and phase is not Phase.RESPONSE_HEADERS and phase is not Phase.RESPONSE_BODY:
+        return Message(headers, body, message.end_of_stream, lambda: _metadata(request, namespaces))
+    return Message(headers, body, message.end_of_stream)
 
 
 class StreamOutbox:
@@ -198,13 +211,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
         outbox = StreamOutbox(context)
-        pipeline = self._current()
-        session = Session(pipeline, outbox)
-        endpoint = None
-        if pipeline.config.sidecar.forward_headers is not None:
-            endpoint = next(
-                (v for k, v in context.invocation_metadata() or () if k == ENDPOINT_METADATA_KEY), None
-            )
+        session = Session(self._current(), outbox, context.invocation_metadata)
+        namespaces = session.metadata_namespaces
         metrics.IN_FLIGHT.inc()
         try:
             while not outbox.closed:
@@ -214,7 +222,15 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                 request = await context.read()
                 if request is grpc.aio.EOF:
                     return
-                response, more = await self._answer(session, request, endpoint)
+                name = request.WhichOneof("request")
+                metrics.phase(name)
+                phase = _PHASES.get(name)
+                if phase is None:
+                    log.error("unknown ext_proc message %r", name)
+                    await outbox.write(immediate(INTERNAL_ERROR))
+                    return
+                decision, more = await session.handle(phase, message_of(request, phase, namespaces))
+                response = encode(phase, decision)
                 if more:
                     if response is not None:
                         await outbox.write(response)
@@ -231,50 +247,3 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         finally:
             metrics.IN_FLIGHT.dec()
             session.close()
-
-    async def _answer(self, session: Session, request: Any, endpoint: str | None) -> tuple[Any, bool]:
-        """The answer to one message (None: the session answers later) and whether more will come."""
-        phase = request.WhichOneof("request")
-        metrics.phase(phase)
-        try:
-            if phase == "request_body" and endpoint is not None and session.endpoint is None:
-                decision = await self._first_body(session, request, endpoint)
-            else:
-                decision = await self._dispatch(session, phase, request)
-            trailers = phase in ("request_trailers", "response_trailers")
-            end_of_stream = trailers or getattr(request, phase).end_of_stream
-            more = session.answered(phase, decision, end_of_stream)
-            return encode(phase, decision), more
-        except Exception:
-            log.exception("request %s: unexpected error in phase %s", session.request_id, phase)
-            return immediate(Reply(500, _INTERNAL_ERROR.body, details="llm-extproc_internal_error")), False
-
-    async def _first_body(self, session: Session, request: Any, endpoint: str) -> Decision:
-        """One-message mode: no request-headers message came; its contents come with the body."""
-        forwarded = request.metadata_context.filter_metadata.get(FORWARDED_HEADERS_NAMESPACE)
-        headers = {k: v.string_value for k, v in forwarded.fields.items()} if forwarded is not None else {}
-        namespaces = session.pipeline.config.sidecar.auth.namespaces
-        message = request.request_body
-        return await session.request_without_headers(
-            endpoint, headers, _metadata(request, namespaces), message.body, message.end_of_stream
-        )
-
-    async def _dispatch(self, session: Session, phase: str | None, request: Any) -> Decision:
-        if phase == "request_headers":
-            message = request.request_headers
-            namespaces = session.pipeline.config.sidecar.auth.namespaces
-            return await session.request_headers(
-                headers_of(message.headers), message.end_of_stream, _metadata(request, namespaces)
-            )
-        if phase == "request_body":
-            message = request.request_body
-            return await session.request_body(message.body, message.end_of_stream)
-        if phase == "response_headers":
-            message = request.response_headers
-            return await session.response_headers(headers_of(message.headers), message.end_of_stream)
-        if phase == "response_body":
-            message = request.response_body
-            return await session.response_body(message.body, message.end_of_stream)
-        if phase in ("request_trailers", "response_trailers"):
-            return Continue()
-        raise ValueError(f"unknown ext_proc message {phase!r}")

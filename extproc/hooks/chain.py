@@ -1,134 +1,78 @@
-"""The hook chain: which handlers implement which hook, and the calling rules of each hook kind.
+"""The hook chain: which handlers implement which hook, and every calling rule of every hook kind.
 
-Order is fixed once, when the chain is built: the order of `litellm_settings.callbacks`.
-- pre-call: sequential pipeline; a dict replaces `data`, None keeps it, a str refuses, raising fails.
+Order is fixed once, when the chain is built: the order of `litellm_settings.callbacks`, kept in
+`HookChain.hooks`. The rules, each owned by one method below:
+- pre-call: sequential pipeline; a dict replaces `data`, None keeps it, a str refuses (raised as
+  `RejectedRequestError` naming the hook), a returned or raised exception fails.
 - moderation: every handler's hook concurrently; the first failure in config order wins.
 - post-call success: sequential; a non-None return replaces the response, raising fails.
-- post-call failure: every hook is called; the first that returns or raises an HTTP exception replaces
-  the client's error; anything else they raise is logged and ignored.
-- streaming, per chunk: every hook in order with the text accumulated so far; a non-None return
-  replaces the chunk (a string becomes its content).
+- post-call failure: every hook is called (with `traceback_str` where the signature takes it), then the
+  failure logging event fires; the first hook that returns or raises an HTTP exception replaces the
+  client's error; anything else they raise is logged and ignored.
+- streaming, per chunk: every hook in order with the text accumulated so far; the last non-None
+  return replaces the chunk (a string becomes its text, a dict the whole chunk).
 - streaming iterators: chained in config order, each wrapping the previous one's iterator.
 - response headers: every hook in order, success or failure; the headers they return are merged
   (a later hook wins a clash); errors are logged and ignored.
-- logging events: run in the background, never on the request's path; errors logged.
+- logging events: LiteLLM-shaped `kwargs` built here, run in the background, never on the request's
+  path; errors logged.
 Each call is bounded by the handler's timeout. A handler with `fail_open` that times out or crashes
-(anything but a deliberate HTTP exception) is skipped instead of failing the request.
+(anything but a deliberate HTTP exception) is skipped instead of failing the request. A `Tracer` set on
+the chain is told how every call ended (`llm-extproc try` reports it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from extproc.api.views import unwrap, wrap
-from extproc.errors import is_http_exception
-from extproc.hooks.custom_logger import CustomLogger
-from extproc.hooks.loader import HandlerError, LoadedHandler
+from extproc.errors import HookFailed, HookTimeout, RejectedRequestError, is_http_exception
+from extproc.hooks.hook import Hook, checked_hook, overrides
+from extproc.hooks.loader import LoadedHandler
 from extproc.settings.config import HandlerPolicy
-from extproc.telemetry import metrics
 from extproc.types import HookKind, JSONDict
 
 log = logging.getLogger("extproc.chain")
-
-# The keyword arguments each hook is called with, as LiteLLM's proxy calls them.
-HOOK_ARGUMENTS: dict[HookKind, tuple[str, ...]] = {
-    HookKind.PRE_CALL: ("user_api_key_dict", "cache", "data", "call_type"),
-    HookKind.MODERATION: ("data", "user_api_key_dict", "call_type"),
-    HookKind.POST_CALL_SUCCESS: ("data", "user_api_key_dict", "response"),
-    HookKind.POST_CALL_FAILURE: ("request_data", "original_exception", "user_api_key_dict"),
-    HookKind.POST_CALL_STREAMING: ("user_api_key_dict", "response"),
-    HookKind.POST_CALL_STREAMING_ITERATOR: ("user_api_key_dict", "response", "request_data"),
-    HookKind.POST_CALL_RESPONSE_HEADERS: ("data", "user_api_key_dict", "response"),
-    HookKind.LOG_PRE_API_CALL: ("model", "messages", "kwargs"),
-    HookKind.LOG_SUCCESS: ("kwargs", "response_obj", "start_time", "end_time"),
-    HookKind.LOG_FAILURE: ("kwargs", "response_obj", "start_time", "end_time"),
-}
-# Arguments LiteLLM added later: passed only to hooks whose signature accepts them.
-_OPTIONAL_ARGUMENTS = {
-    HookKind.POST_CALL_FAILURE: "traceback_str",
-    HookKind.POST_CALL_RESPONSE_HEADERS: "request_headers",
-}
 _SKIPPED = object()
+_CANCELLED = "cancelled (timed out, or its request ended)"
+Tracer = Callable[[Hook, str], None]  # told how each call ended, e.g. "returned None", "raised X: ..."
 
 
-@dataclass(frozen=True, slots=True)
-class Hook:
-    """One handler's implementation of one hook kind, with its calling policy."""
-
-    label: str  # "<callback reference>.<method>", used in logs, errors and metrics
-    kind: HookKind
-    call: Callable[..., Any]
-    timeout_s: float
-    fail_open: bool = False
-    takes_extra: bool = False  # accepts the kind's optional argument (traceback_str, request_headers)
-    seconds: Any = None  # its latency histogram, resolved once
+def outcome_of(result: Any) -> str:
+    """How a call that returned is reported to a tracer."""
+    if isinstance(result, str):
+        return f"returned a string: {result[:80]!r}"
+    return "returned None" if result is None else f"returned a {type(result).__name__}"
 
 
-class HookFailed(Exception):
-    """A hook raised (or timed out); `cause` is what the client's error is made from."""
-
-    def __init__(self, hook: Hook, cause: BaseException) -> None:
-        super().__init__(f"{hook.label}: {type(cause).__name__}: {cause}")
-        self.hook = hook
-        self.cause = cause
-
-
-class HookTimeout(Exception):
-    """A hook did not finish within its timeout."""
-
-    status_code = 504
-
-    def __init__(self, hook: Hook) -> None:
-        self.detail = f"{hook.label} did not finish within {round(hook.timeout_s * 1000)} ms"
-        super().__init__(self.detail)
-
-
-@dataclass(frozen=True, slots=True)
-class PreCallResult:
-    """The data to send upstream, or the refusal text and the hook that refused."""
-
-    data: JSONDict
-    refusal: str | None = None
-    refused_by: str | None = None
-
-
-def overrides(instance: object, kind: HookKind) -> bool:
-    """A hook counts only if the handler's class defines it other than CustomLogger's no-op."""
-    method = getattr(type(instance), kind.value, None)
-    return method is not None and method is not getattr(CustomLogger, kind.value, None)
-
-
-def _check(handler: LoadedHandler, kind: HookKind, timeout_s: float, policy: HandlerPolicy) -> Hook:
-    method = getattr(handler.instance, kind.value)
-    label = f"{handler.reference}.{kind.value}"
-    owner = type(handler.instance).__name__
-    if kind is HookKind.POST_CALL_STREAMING_ITERATOR:
-        if not inspect.isasyncgenfunction(method):
-            raise HandlerError(
-                f"{label}: {owner}.{kind.value} must be an async generator (async def + yield)"
-            )
-    elif not inspect.iscoroutinefunction(method):
-        raise HandlerError(f"{label}: {owner}.{kind.value} must be 'async def'")
-    names = HOOK_ARGUMENTS[kind]
-    signature = inspect.signature(method)
-    try:
-        signature.bind(**dict.fromkeys(names))
-    except TypeError as exc:
-        raise HandlerError(f"{label}: {owner}.{kind.value} must accept ({', '.join(names)}): {exc}") from None
-    extra = _OPTIONAL_ARGUMENTS.get(kind)
-    takes_extra = extra is not None and (
-        extra in signature.parameters or any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    )
-    if policy.timeout_ms is not None:
-        timeout_s = policy.timeout_ms / 1000
-    seconds = metrics.HOOK_SECONDS.labels(handler.reference, kind.value)
-    return Hook(label, kind, method, timeout_s, policy.fail_open, takes_extra, seconds)
+def log_kwargs(data: JSONDict, call_type: str, exception: BaseException | None = None) -> JSONDict:
+    """The `kwargs` LiteLLM hands to `async_log_*` events: model, messages/input, ids and metadata."""
+    kwargs: JSONDict = {
+        "model": data.get("model"),
+        "messages": data.get("messages"),
+        "input": data.get("input", data.get("prompt")),
+        "call_type": call_type,
+        "stream": data.get("stream") is True,
+        "litellm_call_id": data.get("litellm_call_id"),
+        "user": data.get("user"),
+        "litellm_params": {
+            "metadata": data.get("metadata") or {},
+            "proxy_server_request": data.get("proxy_server_request") or {},
+        },
+        "optional_params": {
+            k: v for k, v in data.items() if k in ("temperature", "max_tokens", "top_p", "n")
+        },
+    }
+    if exception is not None:
+        kwargs["exception"] = exception
+        kwargs["status_code"] = getattr(exception, "status_code", None)
+    return kwargs
 
 
 class HookChain:
@@ -147,45 +91,56 @@ class HookChain:
             policy = policies.get(handler.reference, HandlerPolicy())
             for kind in HookKind:
                 if overrides(handler.instance, kind):
-                    by_kind[kind].append(_check(handler, kind, timeout_s, policy))
+                    by_kind[kind].append(checked_hook(handler, kind, timeout_s, policy))
+        # The one list per kind, in config order: every rule below walks it.
         self.hooks: dict[HookKind, tuple[Hook, ...]] = {k: tuple(v) for k, v in by_kind.items()}
-        self.pre_call_hooks = self.hooks[HookKind.PRE_CALL]
+        self.kinds = frozenset(kind for kind, hooks in self.hooks.items() if hooks)
+        self.tells_failures = bool(self.kinds & {HookKind.POST_CALL_FAILURE, HookKind.LOG_FAILURE})
         self.background: set[asyncio.Task[None]] = set()
-
-    @property
-    def has_streaming_chunk_hooks(self) -> bool:
-        return bool(self.hooks[HookKind.POST_CALL_STREAMING])
+        self.tracer: Tracer | None = None
+        self._failure_traceback = any(h.takes_extra for h in self.hooks[HookKind.POST_CALL_FAILURE])
 
     def has(self, kind: HookKind) -> bool:
-        return bool(self.hooks[kind])
+        return kind in self.kinds
 
     @property
     def empty(self) -> bool:
-        return not any(self.hooks.values())
+        return not self.kinds
+
+    def _trace(self, hook: Hook, outcome: str) -> None:
+        if self.tracer is not None:
+            self.tracer(hook, outcome)
 
     async def _call(self, hook: Hook, kwargs: dict[str, Any]) -> Any:
         """Call one hook within its timeout; `_SKIPPED` when a fail-open hook broke."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(hook.timeout_s):
-                return await hook.call(**kwargs)
+                result = await hook.call(**kwargs)
         except TimeoutError:
-            cause: BaseException = HookTimeout(hook)
+            self._trace(hook, _CANCELLED)
+            cause: BaseException = HookTimeout(hook.label, hook.timeout_s)
+        except asyncio.CancelledError:
+            self._trace(hook, _CANCELLED)
+            raise
         except Exception as exc:
+            self._trace(hook, f"raised {type(exc).__name__}: {exc}")
             cause = exc
+        else:
+            if self.tracer is not None:
+                self.tracer(hook, outcome_of(result))
+            return result
         finally:
             hook.seconds.observe(time.perf_counter() - started)
         # Fail-open skips timeouts and crashes; a deliberate HTTP exception still refuses.
         if hook.fail_open and (isinstance(cause, HookTimeout) or not is_http_exception(cause)):
             log.warning("%s failed open (request goes on without it): %r", hook.label, cause)
             return _SKIPPED
-        raise HookFailed(hook, cause) from cause
+        raise HookFailed(hook.label, cause) from cause
 
-    async def pre_call(
-        self, user_api_key_dict: Any, cache: Any, data: JSONDict, call_type: str
-    ) -> PreCallResult:
-        """Run every pre-call hook in order; stop at the first refusal or failure."""
-        for hook in self.pre_call_hooks:
+    async def pre_call(self, user_api_key_dict: Any, cache: Any, data: JSONDict, call_type: str) -> JSONDict:
+        """Run every pre-call hook in order; the data to send on, or raise at the first refusal or failure."""
+        for hook in self.hooks[HookKind.PRE_CALL]:
             kwargs = {
                 "user_api_key_dict": user_api_key_dict,
                 "cache": cache,
@@ -196,12 +151,12 @@ class HookChain:
             if result is None or result is _SKIPPED:
                 continue
             if isinstance(result, str):
-                return PreCallResult(data, result, hook.label)
+                raise RejectedRequestError(result, data, hook.label)
             if isinstance(result, dict):
                 data = result
             elif isinstance(result, Exception):
-                raise HookFailed(hook, result)
-        return PreCallResult(data)
+                raise HookFailed(hook.label, result)
+        return data
 
     async def moderation(self, data: JSONDict, user_api_key_dict: Any, call_type: str) -> None:
         """All moderation hooks at once; raises the first failure in config order."""
@@ -227,29 +182,40 @@ class HookChain:
                     )
         return response
 
-    async def post_call_failure(
-        self, request_data: JSONDict, exception: BaseException, user_api_key_dict: Any, traceback_str: str
+    async def failed(
+        self,
+        request_data: JSONDict,
+        exception: BaseException,
+        user_api_key_dict: Any,
+        call_type: str | None,
+        start_time: datetime,
     ) -> BaseException | None:
-        """Call every failure hook; the first HTTP exception returned or raised (config order) wins."""
+        """Tell every failure hook and the failure logging event; the replacement error, if a hook gave one
+        (the first HTTP exception returned or raised, in config order)."""
         hooks = self.hooks[HookKind.POST_CALL_FAILURE]
-        calls = []
-        for hook in hooks:
-            kwargs = {
-                "request_data": request_data,
-                "original_exception": exception,
-                "user_api_key_dict": user_api_key_dict,
-            }
-            if hook.takes_extra:
-                kwargs["traceback_str"] = traceback_str
-            calls.append(self._call(hook, kwargs))
-        results = await asyncio.gather(*calls, return_exceptions=True)
         replacement: BaseException | None = None
-        for hook, result in zip(hooks, results, strict=True):
-            candidate = result.cause if isinstance(result, HookFailed) else result
-            if isinstance(candidate, BaseException) and is_http_exception(candidate):
-                replacement = replacement or candidate
-            elif isinstance(candidate, BaseException):
-                log.warning("%s raised while handling a failure (ignored): %r", hook.label, candidate)
+        if hooks:
+            trace = "".join(traceback.format_exception(exception)) if self._failure_traceback else ""
+            calls = []
+            for hook in hooks:
+                kwargs = {
+                    "request_data": request_data,
+                    "original_exception": exception,
+                    "user_api_key_dict": user_api_key_dict,
+                }
+                if hook.takes_extra:
+                    kwargs["traceback_str"] = trace
+                calls.append(self._call(hook, kwargs))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for hook, result in zip(hooks, results, strict=True):
+                candidate = result.cause if isinstance(result, HookFailed) else result
+                if isinstance(candidate, BaseException) and is_http_exception(candidate):
+                    replacement = replacement or candidate
+                elif isinstance(candidate, BaseException):
+                    log.warning("%s raised while handling a failure (ignored): %r", hook.label, candidate)
+        if call_type is not None and HookKind.LOG_FAILURE in self.kinds:
+            kwargs = log_kwargs(request_data, call_type, exception)
+            self._log_event(HookKind.LOG_FAILURE, kwargs, None, start_time)
         return replacement
 
     async def response_headers(
@@ -270,14 +236,26 @@ class HookChain:
                 merged.update({str(k).lower(): str(v) for k, v in result.items()})
         return tuple(merged.items())
 
-    async def post_call_streaming(self, user_api_key_dict: Any, text: str) -> Any:
-        """Per-chunk hooks in order; the last replacement given (None when all kept the chunk)."""
+    async def post_call_streaming(
+        self, user_api_key_dict: Any, text: str, chunk: JSONDict, set_text: Callable[[JSONDict, str], None]
+    ) -> bool:
+        """Per-chunk hooks in order on the text so far; True when the last replacement changed `chunk`."""
         replacement = None
         for hook in self.hooks[HookKind.POST_CALL_STREAMING]:
             result = await self._call(hook, {"user_api_key_dict": user_api_key_dict, "response": text})
             if result is not None and result is not _SKIPPED:
                 replacement = result
-        return replacement
+        if replacement is None:
+            return False
+        if isinstance(replacement, str):
+            set_text(chunk, replacement)
+            return True
+        value = unwrap(replacement)
+        if isinstance(value, dict):
+            chunk.clear()
+            chunk.update(value)
+            return True
+        return False
 
     def streaming_iterator(
         self, user_api_key_dict: Any, source: AsyncIterator[Any], request_data: JSONDict
@@ -288,19 +266,58 @@ class HookChain:
             stream = hook.call(
                 user_api_key_dict=user_api_key_dict, response=stream, request_data=request_data
             )
+            if self.tracer is not None:
+                stream = self._traced_iterator(hook, stream)
         return stream
 
-    def log_event(self, kind: HookKind, **kwargs: Any) -> None:
-        """Fire a logging event in the background; never awaited by the request."""
+    async def _traced_iterator(self, hook: Hook, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        self._trace(hook, "started")
+        try:
+            async for item in inner:
+                yield item
+        except Exception as exc:
+            self._trace(hook, f"raised {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def log_pre_api_call(self, data: JSONDict, call_type: str) -> None:
+        if HookKind.LOG_PRE_API_CALL in self.kinds:
+            event = {
+                "model": data.get("model"),
+                "messages": data.get("messages"),
+                "kwargs": log_kwargs(data, call_type),
+            }
+            for hook in self.hooks[HookKind.LOG_PRE_API_CALL]:
+                self._spawn(self._logged(hook, event))
+
+    def log_success(self, data: JSONDict, call_type: str, response: Any, start_time: datetime) -> None:
+        if HookKind.LOG_SUCCESS in self.kinds:
+            self._log_event(HookKind.LOG_SUCCESS, log_kwargs(data, call_type), response, start_time)
+
+    def _log_event(self, kind: HookKind, kwargs: JSONDict, response: Any, start_time: datetime) -> None:
+        event = {
+            "kwargs": kwargs,
+            "response_obj": response,
+            "start_time": start_time,
+            "end_time": datetime.now(),
+        }
         for hook in self.hooks[kind]:
-            self._spawn(self._logged(hook, kwargs))
+            self._spawn(self._logged(hook, event))
 
     async def _logged(self, hook: Hook, kwargs: dict[str, Any]) -> None:
         try:
             async with asyncio.timeout(hook.timeout_s):
-                await hook.call(**kwargs)
+                result = await hook.call(**kwargs)
         except Exception as exc:
+            self._trace(
+                hook, _CANCELLED if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
+            )
             log.warning("%s raised (logging events never affect requests): %r", hook.label, exc)
+        else:
+            self._trace(hook, outcome_of(result))
 
     def run_in_background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Work that must finish even though its request is gone (endings after a disconnect)."""

@@ -10,9 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-
-class HandlerError(Exception):
-    """A handler that cannot be loaded or is wrongly shaped; the message names it."""
+from extproc.errors import HandlerError
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from extproc.hooks.loader import HandlerError
+from extproc.errors import HandlerError
 from extproc.request import pipeline as pipeline_module
 from extproc.request.pipeline import Pipeline
 from extproc.settings import config as config_module

@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from extproc.hooks.chain import HookFailed
-from extproc.request.decisions import Outbox, Reply
+from extproc.decisions import Outbox, Reply
+from extproc.errors import HookFailed
 
 
 class ModerationGate:
@@ -42,7 +42,7 @@ class ModerationGate:
             await moderation
             return
         except HookFailed as failure:
-            reply = await self._fail(failure.cause, failure.hook.label)
+            reply = await self._fail(failure.cause, failure.label)
         self._reply = reply
         if not self._headers_waiting:
             await self._outbox.push(reply)

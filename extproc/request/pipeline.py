@@ -6,28 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extproc.api.endpoints import RouteTable
+from extproc.decisions import Mode
 from extproc.hooks.chain import HookChain
 from extproc.hooks.loader import load_handlers
-from extproc.request.decisions import BodyMode, Mode
+from extproc.request.modes import needed_mode, needs_sidecar
 from extproc.request.routing import Router
 from extproc.settings import config as config_module
 from extproc.settings.config import Config, ConfigError
 from extproc.state.cache import DualCache
-from extproc.types import HookKind
+from extproc.types import FORWARDED_HEADERS_NAMESPACE, HookKind
 
 # The longest Envoy may be asked to wait for one answer (`max_message_timeout` in the generated config).
 MAX_MESSAGE_TIMEOUT_S = 60.0
-# Hook kinds that need Envoy to send the response headers (and, per request, maybe the body).
-RESPONSE_SIDE_KINDS = (
-    HookKind.MODERATION,
-    HookKind.POST_CALL_SUCCESS,
-    HookKind.POST_CALL_FAILURE,
-    HookKind.POST_CALL_STREAMING,
-    HookKind.POST_CALL_STREAMING_ITERATOR,
-    HookKind.POST_CALL_RESPONSE_HEADERS,
-    HookKind.LOG_SUCCESS,
-    HookKind.LOG_FAILURE,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +31,19 @@ class Pipeline:
     request_mode: Mode
     moderation_wait_s: float
     router: Router | None = None
+    # The request metadata namespaces a session reads: identity (`extproc.auth.metadata`), and the
+    # forwarded headers in one-message mode.
+    metadata_namespaces: tuple[str, ...] = ()
 
     @property
     def needs_sidecar(self) -> bool:
         """False when no hook and no setting needs anything from LLM requests."""
-        return self.request_mode.request_body is not BodyMode.NONE or self.request_mode.response_headers
+        return needs_sidecar(self.request_mode)
 
-
-def needed_mode(config: Config, chain: HookChain, router: Router | None = None) -> Mode:
-    """The phases the configured hooks (and routing) use, and no others."""
-    wants_body = config.enforce_user_param or not chain.empty or router is not None
-    renames = router is not None and router.renames
-    return Mode(
-        request_body=BodyMode.BUFFERED if wants_body else BodyMode.NONE,
-        response_headers=renames or any(chain.has(kind) for kind in RESPONSE_SIDE_KINDS),
-        response_body=BodyMode.NONE,
-    )
+    @property
+    def one_message(self) -> bool:
+        """Envoy skips the request-headers message (`extproc.forward_headers`)."""
+        return self.config.sidecar.forward_headers is not None
 
 
 def moderation_wait(chain: HookChain, ceiling_s: float) -> float:
@@ -92,9 +79,16 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
         chain=chain,
         routes=RouteTable(settings.max_json_depth),
         cache=make_cache(config) if cache is None else cache,
-        request_mode=needed_mode(config, chain, router),
+        request_mode=needed_mode(
+            chain.kinds,
+            enforce_user=config.enforce_user_param,
+            routing=router is not None,
+            renames=router is not None and router.renames,
+        ),
         moderation_wait_s=moderation_wait(chain, MAX_MESSAGE_TIMEOUT_S),
         router=router,
+        metadata_namespaces=settings.auth.namespaces
+        + ((FORWARDED_HEADERS_NAMESPACE,) if settings.forward_headers is not None else ()),
     )
 
 

@@ -5,7 +5,7 @@ Two shapes, picked per request at the response headers:
   with its complete events, changed or not; a partial event is held back until its end arrives.
 - `StreamPump` (FULL_DUPLEX_STREAMED mode): iterator hooks, which may hold back, drop, merge or add
   chunks. Upstream events feed a queue; a task runs the hooks' generators and sends what they yield
-  whenever they yield it, then `data: [DONE]` and the end of the stream.
+  whenever they yield it, then the family's end of stream (`data: [DONE]` for OpenAI's).
 Events no hook changed are forwarded byte for byte; only changed chunks are re-encoded.
 """
 
@@ -13,62 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
-from extproc.api.events import usage_of
-from extproc.api.sse import DONE, Event, SSEDecoder, SSEError, encode_json
+from extproc.api.family import ApiFamily
+from extproc.api.sse import Event, SSEDecoder, encode_json
 from extproc.api.views import unwrap, wrap
-from extproc.errors import reply_for
-from extproc.hooks.chain import HookChain, HookFailed
-from extproc.request.decisions import Outbox
-from extproc.types import JSONDict
+from extproc.decisions import UPSTREAM_STATUS, Outbox
+from extproc.errors import HookFailed, SSEError, describe
+from extproc.hooks.chain import HookChain
+from extproc.request.endings import Ending
+from extproc.types import HookKind, JSONDict
 
 log = logging.getLogger("extproc.streaming")
 
 
-def chunk_text(chunk: JSONDict) -> str | None:
-    """The text a chunk adds: `choices[0].delta.content` (chat) or `choices[0].text` (completions)."""
-    choices = chunk.get("choices")
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        return None
-    choice = choices[0]
-    delta = choice.get("delta")
-    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-    return text if isinstance(text, str) else None
-
-
-def set_chunk_text(chunk: JSONDict, text: str) -> None:
-    choices = chunk.get("choices")
-    if not choices or not isinstance(choices[0], dict):
-        chunk["choices"] = choices = [{"index": 0, "delta": {}}]
-    choice = choices[0]
-    if isinstance(choice.get("delta"), dict):
-        choice["delta"]["content"] = text
-    elif "text" in choice:
-        choice["text"] = text
-    else:
-        choice["delta"] = {"content": text}
-
-
-def error_event(exc: BaseException) -> bytes:
-    """An OpenAI error event, as LiteLLM sends mid-stream; OpenAI's SDKs raise it as an APIError."""
-    return encode_json({"error": _error_of(exc)}) + DONE
-
-
-def _error_of(exc: BaseException) -> Any:
-    return orjson.loads(reply_for(exc).body)["error"]
+def error_event(family: ApiFamily, exc: BaseException) -> bytes:
+    """The bytes that end a started stream with the error `exc` stands for, in the family's shape."""
+    return family.error_event(describe(exc))
 
 
 class StreamState:
     """What a stream's hooks share: the accumulated text, the usage seen, the chunk hooks' caller."""
 
-    __slots__ = ("chain", "model", "rename", "text", "usage", "user")
+    __slots__ = ("chain", "family", "model", "rename", "text", "usage", "user")
 
-    def __init__(self, chain: HookChain, user: Any, rename: str | None = None) -> None:
+    def __init__(self, chain: HookChain, family: ApiFamily, user: Any, rename: str | None = None) -> None:
         self.chain = chain
+        self.family = family
         self.user = user
         self.rename = rename  # the public model name chunks must show (routing renamed it upstream)
         self.text = ""
@@ -77,10 +49,10 @@ class StreamState:
 
     def observe(self, chunk: JSONDict) -> bool:
         """Take in a chunk's text, usage and model; True when it had to be renamed."""
-        text = chunk_text(chunk)
+        text = self.family.chunk_text(chunk)
         if text:
             self.text += text
-        usage = usage_of(chunk)
+        usage = self.family.usage(chunk)
         if usage:
             self.usage = usage
         if self.model is None:
@@ -92,27 +64,11 @@ class StreamState:
 
     async def per_chunk(self, chunk: JSONDict) -> bool:
         """Run the per-chunk hooks on a chunk (already observed); True when they changed it."""
-        replacement = await self.chain.post_call_streaming(self.user, self.text)
-        if replacement is None:
-            return False
-        if isinstance(replacement, str):
-            set_chunk_text(chunk, replacement)
-            return True
-        value = unwrap(replacement)
-        if isinstance(value, dict):
-            chunk.clear()
-            chunk.update(value)
-            return True
-        return False
+        return await self.chain.post_call_streaming(self.user, self.text, chunk, self.family.set_chunk_text)
 
-    def assembled(self) -> JSONDict:
-        """The whole stream as one response, for the success logging event."""
-        return {
-            "object": "chat.completion",
-            "model": self.model,
-            "usage": self.usage,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text}}],
-        }
+    def assembled(self) -> Any:
+        """The whole stream as one answer (a view), for the success logging event."""
+        return wrap(self.family.assembled(self.model, self.text, self.usage))
 
 
 def _terminated(raw: bytes) -> bytes:
@@ -168,8 +124,8 @@ class StreamPump:
         "_bytes_out",
         "_decoder",
         "_done",
+        "_ending",
         "_max_held",
-        "_on_finish",
         "_originals",
         "_outbox",
         "_queue",
@@ -184,10 +140,10 @@ class StreamPump:
         request_data: JSONDict,
         outbox: Outbox,
         max_held_bytes: int,
-        on_finish: Callable[[StreamState, BaseException | None], None],
+        ending: Ending,
     ) -> None:
         self.state = state
-        self._on_finish = on_finish
+        self._ending = ending
         self._outbox = outbox
         self._max_held = max_held_bytes
         self._decoder = SSEDecoder(max_held_bytes)
@@ -195,7 +151,7 @@ class StreamPump:
         self._originals: dict[int, tuple[bytes, JSONDict]] = {}
         self._bytes_in = self._bytes_out = 0
         self._done = False
-        self._rewrite = state.chain.has_streaming_chunk_hooks
+        self._rewrite = state.chain.has(HookKind.POST_CALL_STREAMING)
         iterator = state.chain.streaming_iterator(state.user, self._source(), request_data)
         self._task = asyncio.get_running_loop().create_task(self._run(iterator))
 
@@ -244,13 +200,13 @@ class StreamPump:
                     await self._send(_terminated(original[0]))
                 else:
                     await self._send(encode_json(chunk))
-            await self._finish(DONE)
+            await self._finish(self.state.family.end_of_stream())
         except HookFailed as failure:
-            log.warning("stream ended by %s: %r", failure.hook.label, failure.cause)
-            await self._finish(error_event(failure.cause), failure.cause)
+            log.warning("stream ended by %s: %r", failure.label, failure.cause)
+            await self._finish(error_event(self.state.family, failure.cause), failure.cause)
         except Exception as exc:
             log.warning("stream ended by a streaming iterator hook: %r", exc)
-            await self._finish(error_event(exc), exc)
+            await self._finish(error_event(self.state.family, exc), exc)
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
@@ -265,13 +221,13 @@ class StreamPump:
             return
         self._done = True
         usage = self.state.usage
-        await self._outbox.stream(tail, True, {"upstream_status": 200, **usage} if usage else None)
-        self._on_finish(self.state, error)
+        await self._outbox.stream(tail, True, {UPSTREAM_STATUS: 200, **usage} if usage else None)
+        self._ending.stream_ended(self.state.assembled() if error is None else None, error)
 
     async def _abort(self, exc: BaseException) -> None:
         log.warning("stream cut: %s", exc)
         self._task.cancel()
-        await self._finish(error_event(exc), exc)
+        await self._finish(error_event(self.state.family, exc), exc)
 
     async def finished(self) -> None:
         """Return once the hooks' generators are done and the last event is sent (never cancels them)."""

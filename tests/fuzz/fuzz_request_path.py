@@ -1,5 +1,6 @@
-"""Fuzz the request path: Envoy's ext_proc messages, as Envoy sends them, through the real transport
-dispatch (`ExternalProcessor._dispatch`, `transport.encode`), `Session`, hooks and `StreamOutbox`.
+"""Fuzz the request path: Envoy's ext_proc messages, as Envoy sends them, through the real transport's
+message decoding and encoding (`transport.message_of`, `transport.encode`), `Session.handle`, hooks and
+`StreamOutbox`.
 
 Each example is one HTTP request: an arbitrary `:path`, method and headers (raw bytes, so not always
 UTF-8), a request body (arbitrary bytes, mutated valid JSON or multipart), then, if the request goes
@@ -8,8 +9,8 @@ arbitrary chunks), sent in the body mode the sidecar asked for, and sometimes a 
 The hooks (pre-call, success, failure, streaming iterator) do what headers ask: rewrite, refuse, raise.
 
 Properties, for every example:
-- no exception escapes the dispatch or the encoding (the real transport would turn one into a generic
-  500 with a traceback in the log; here it is a failure, unless it is a known bug, counted separately);
+- no exception reaches `Session.handle`'s last resort (a generic 500 with a traceback in the log; here
+  it is a failure) and none escapes the encoding;
 - every immediate response is a valid OpenAI error envelope (`code` == the status) or, with status 200,
   a completion (JSON, or an SSE stream ending in `[DONE]`), with its content type;
 - a body mutation comes with a matching `content-length`;
@@ -45,11 +46,13 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from extproc.envoy.transport import ExternalProcessor, StreamOutbox, encode
+from extproc.api.openai import INTERNAL_ERROR
+from extproc.decisions import BodyMode, Continue
+from extproc.envoy.transport import StreamOutbox, encode, message_of
 from extproc.request import pipeline as pipeline_module
-from extproc.request.decisions import BodyMode, Continue
 from extproc.request.pipeline import Pipeline
 from extproc.request.session import Session
+from extproc.types import Phase as EnvoyPhase
 
 HOOKS = """
 from extproc import CustomLogger, HTTPException
@@ -467,7 +470,6 @@ class Fuzzer:
             config = folder / f"{handler}.yaml"
             config.write_text(textwrap.dedent(CONFIG.format(handler=handler)))
             self.pipelines.append(self.loop.run_until_complete(self._load(config)))
-        self.processor = ExternalProcessor(lambda: self.pipelines[0])
         self.stats = Stats()
 
     @staticmethod
@@ -520,7 +522,11 @@ class Fuzzer:
 
     async def _answer(self, session: Session, phase: str, request: Any) -> tuple[Any, Any]:
         async with asyncio.timeout(PHASE_TIMEOUT_S):
-            decision = await self.processor._dispatch(session, phase, request)
+            phase_name = EnvoyPhase(phase)
+            message = message_of(request, phase_name, session.metadata_namespaces)
+            decision, _ = await session.handle(phase_name, message)
+        if decision is INTERNAL_ERROR:
+            raise Failure(f"an unexpected exception in phase {phase} (its traceback is in the log)")
         if isinstance(decision, Continue):
             check_continue(phase, decision)
         return decision, encode(phase, decision)

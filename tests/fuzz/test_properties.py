@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from extproc.api.codecs import JsonCodec, MultipartCodec
+from extproc.api.openai import reply_for
+from extproc.api.openai import reply_for as from_exception
 from extproc.errors import (
     ClientDisconnected,
     HTTPException,
@@ -22,8 +24,6 @@ from extproc.errors import (
     RejectedRequestError,
     UpstreamError,
     error_type,
-    from_exception,
-    reply_for,
 )
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -330,18 +330,21 @@ class NoOutbox:
 
 
 async def test_a_hooks_unencodable_detail_keeps_its_status(tmp_path):
+    from extproc.decisions import Message, Reply
     from extproc.request import pipeline
-    from extproc.request.decisions import Reply
     from extproc.request.session import Session
+    from extproc.types import Phase
 
     (tmp_path / "refuser.py").write_text(RAISES_UNENCODABLE)
     (tmp_path / "config.yaml").write_text("litellm_settings:\n  callbacks: refuser.handler\n")
     session = Session(pipeline.load(tmp_path / "config.yaml"), NoOutbox())
     headers = {":path": "/v1/chat/completions", ":method": "POST", "content-type": "application/json"}
-    await session.request_headers(headers, False, {})
+    await session.handle(Phase.REQUEST_HEADERS, Message(headers, b"", False))
     try:
-        decision = await session.request_body(b'{"model":"m","messages":[]}', True)
+        decision, more = await session.handle(
+            Phase.REQUEST_BODY, Message({}, b'{"model":"m","messages":[]}', True)
+        )
     finally:
         session.close()
-    assert isinstance(decision, Reply) and decision.status == 403
+    assert isinstance(decision, Reply) and decision.status == 403 and not more
     check_envelope(decision.body, 403)

@@ -232,10 +232,10 @@ async def test_identity_from_headers_and_forwarded_metadata(tmp_path):
 
 
 async def test_unexpected_error_answers_500_instead_of_letting_envoy_skip(rewrite, monkeypatch):
-    async def broken(self, body, end_of_stream):
+    async def broken(self, message):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(Session, "request_body", broken)
+    monkeypatch.setattr(Session, "_request_body", broken)
     async with Harness(rewrite) as harness:
         _, answer = await harness.exchange(headers_request(), body_request(CHAT))
     assert answer.immediate_response.status.code == 500

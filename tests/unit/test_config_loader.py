@@ -7,6 +7,7 @@ from extproc.hooks.loader import HandlerError
 from extproc.request import pipeline
 from extproc.settings import config
 from extproc.settings.config import ConfigError
+from extproc.types import HookKind
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -57,7 +58,7 @@ def test_litellm_config_as_is(tmp_path):
     assert "litellm_settings.drop_params: not used by llm-extproc" in loaded.warnings
     assert "general_settings.master_key: not used by llm-extproc" in loaded.warnings
     built = pipeline.build(loaded)
-    assert [h.label for h in built.chain.pre_call_hooks] == [
+    assert [h.label for h in built.chain.hooks[HookKind.PRE_CALL]] == [
         "custom_callbacks.proxy_handler_instance.async_pre_call_hook"
     ]
 
@@ -184,7 +185,7 @@ def test_class_reference_is_instantiated_and_siblings_import(tmp_path):
         "        data['model'] = MODEL\n",
         reference="h.H",
     )
-    assert len(built.chain.pre_call_hooks) == 1
+    assert len(built.chain.hooks[HookKind.PRE_CALL]) == 1
 
 
 def test_only_overridden_hooks_count_and_phases_follow(tmp_path):
@@ -259,7 +260,7 @@ def test_a_module_reference_means_its_handler_class_with_options(tmp_path):
     built = pipeline.load(path)
     (handler,) = built.chain.handlers
     assert handler.instance.limit == 5
-    (hook,) = built.chain.pre_call_hooks
+    (hook,) = built.chain.hooks[HookKind.PRE_CALL]
     assert (hook.timeout_s, hook.fail_open) == (0.1, True)
 
 
@@ -356,7 +357,7 @@ def test_handlers_load_only_from_configured_paths(tmp_path):
         extproc: {handler_paths: [plugins]}
     """,
     )
-    assert len(pipeline.load(path).chain.pre_call_hooks) == 1
+    assert len(pipeline.load(path).chain.hooks[HookKind.PRE_CALL]) == 1
 
 
 def test_a_handler_folder_cannot_shadow_the_standard_library(tmp_path):

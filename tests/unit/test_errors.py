@@ -1,7 +1,9 @@
 import orjson
 import pytest
 
-from extproc.errors import HTTPException, envelope, error_type, from_exception
+from extproc.api.openai import envelope
+from extproc.api.openai import reply_for as from_exception
+from extproc.errors import HTTPException, error_type
 
 
 def body_of(reply):
@@ -63,7 +65,7 @@ def test_type_by_status(status, kind):
 
 
 def test_envelope_shape_is_exact():
-    reply = envelope(400, "bad", param="messages")
-    assert orjson.loads(reply.body) == {
+    body = envelope(400, "bad", param="messages")
+    assert orjson.loads(body) == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": "400"}
     }

@@ -2,8 +2,28 @@ import orjson
 import pytest
 
 from extproc import get_formatted_prompt
-from extproc.api.refusals import refusal_reply
+from extproc.api.endpoints import RouteTable
 from extproc.types import CallType
+
+_FAMILIES = {
+    family.call_type: family
+    for family in (
+        RouteTable(64).match(p)
+        for p in (
+            "/chat/completions",
+            "/completions",
+            "/embeddings",
+            "/images/generations",
+            "/moderations",
+            "/audio/transcriptions",
+        )
+    )
+}
+
+
+def refusal_reply(call_type, stream, text):
+    """The answer a pre-call string refusal gets from the family of `call_type`."""
+    return _FAMILIES[call_type].refusal(text, stream)
 
 
 @pytest.mark.parametrize(

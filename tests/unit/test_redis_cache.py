@@ -9,7 +9,7 @@ import pytest
 import redis.exceptions
 from redis_server import ValkeyServer, valkey_server_fixture  # noqa: F401  (the `valkey_server` fixture)
 
-from extproc.errors import from_exception
+from extproc.api.openai import reply_for as from_exception
 from extproc.state.cache import DualCache, InMemoryCache
 from extproc.state.redis_cache import (
     CacheUnavailable,

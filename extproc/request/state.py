@@ -1,0 +1,62 @@
+"""`RequestState`: what one request has told the sidecar so far, shared by the parts of the request core.
+
+The session fills it phase by phase; admission, endings and streaming read it. It lives as long as the
+gRPC stream of its request and is never shared between requests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from extproc.api.family import ApiFamily
+from extproc.request.pipeline import Pipeline
+from extproc.settings.auth import UserAPIKeyAuth
+from extproc.types import Headers, JSONDict
+
+
+class RequestState:
+    """One request's facts: its family, headers, caller, decoded data and upstream status."""
+
+    __slots__ = (
+        "_user",
+        "data",
+        "family",
+        "headers",
+        "metadata",
+        "pipeline",
+        "public_model",
+        "request_id",
+        "start_time",
+        "status",
+    )
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.family: ApiFamily | None = None  # None: not an LLM request (or not one the hooks see)
+        self.headers: Headers = {}
+        self.metadata: dict[str, Any] = {}  # the metadata namespaces identity may come from
+        self.request_id = ""
+        self.start_time = datetime.now()
+        self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
+        self.public_model: str | None = None  # the client's model name when routing renamed it upstream
+        self.status = 0  # the upstream's status, once its headers came
+        self._user: UserAPIKeyAuth | None = None
+
+    @property
+    def user(self) -> UserAPIKeyAuth:
+        """The caller, built from the headers and metadata on first use."""
+        if self._user is None:
+            route = self.family.path if self.family else ""
+            self._user = self.pipeline.config.sidecar.auth.build(self.headers, self.metadata, None, route)
+        return self._user
+
+    @property
+    def call_type(self) -> str | None:
+        return self.family.call_type.value if self.family is not None else None
+
+    def forget(self) -> None:
+        """Drop what the request carried, once nothing will read it again."""
+        self.headers = {}
+        self.metadata = {}
+        self.data = None
