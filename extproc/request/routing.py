@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.errors import ProxyException
 from extproc.settings.config import Deployment
+from extproc.types import JSONDict
 
 DEPLOYMENT_HEADER = "x-llm-deployment"
 ALL_MODELS = "all-proxy-models"
@@ -70,6 +72,19 @@ class Router:
         if len(targets) > 1 and any(t.weight != 1.0 for t in targets):
             return random.choices(targets, weights=[t.weight for t in targets])[0]
         return next(self._cycles[model])
+
+
+def route(router: Router, data: JSONDict, path: str) -> Target:
+    """The deployment for the request's `model` (rewritten for it there); an unknown name is a 400."""
+    target = router.pick(data.get("model"))
+    if target is None:
+        message = (
+            f"{path}: Invalid model name passed in model={data.get('model')}. "
+            "Call `/v1/models` to view available models for your key."
+        )
+        raise ProxyException(message, 400, "model")
+    data["model"] = target.upstream_model
+    return target
 
 
 def allowed(model: Any, models: list[str]) -> bool:

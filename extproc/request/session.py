@@ -14,14 +14,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from extproc.api.codecs import dumps_exact, loads_exact
 from extproc.api.openai import INTERNAL_ERROR
-from extproc.api.views import unwrap, wrap
 from extproc.decisions import (
     CONTINUE,
-    DEFERRED,
     PASS_THROUGH_MODE,
-    UPSTREAM_STATUS,
     VERDICT,
     BodyMode,
     Continue,
@@ -31,15 +27,17 @@ from extproc.decisions import (
     Outbox,
     Reply,
 )
-from extproc.errors import ClientDisconnected, HookFailed, ProxyException, RejectedRequestError, SSEError
+from extproc.errors import ClientDisconnected, HookFailed, ProxyException, RejectedRequestError
 from extproc.request import admission
+from extproc.request.answers import buffered_answer
 from extproc.request.endings import Ending
 from extproc.request.moderation import ModerationGate
 from extproc.request.modes import ModeTracker, response_body_mode
 from extproc.request.pipeline import Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER
+from extproc.request.routing import route as route_to
 from extproc.request.state import RequestState
-from extproc.request.streaming import StreamPump, StreamRewriter, StreamState, error_event
+from extproc.request.streaming import StreamPump, StreamRewriter, StreamState
 from extproc.telemetry import metrics
 from extproc.telemetry.logs import bind_request_id
 from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE, HookKind, JSONDict, Phase
@@ -66,7 +64,6 @@ class Session:
         "pipeline",
         "request",
         "stream",
-        "stream_cut",
     )
 
     def __init__(
@@ -84,7 +81,6 @@ class Session:
         self.passthrough = False
         self.moderation: ModerationGate | None = None
         self.stream: StreamRewriter | StreamPump | None = None
-        self.stream_cut = False  # an error event ended the stream: the rest of the upstream's is dropped
         self._answer: Any = None  # the success view the response-header hooks see
         self._started = False  # the request's headers came (or were synthesised in one-message mode)
         self._stream_metadata = stream_metadata  # the gRPC stream's initial metadata (one-message mode)
@@ -126,7 +122,7 @@ class Session:
         if phase is Phase.RESPONSE_HEADERS:  # unless the buffered body comes next and decides them
             return decision.mode is None or decision.mode.response_body is not BodyMode.BUFFERED
         buffered = self.modes.mode.response_body is BodyMode.BUFFERED
-        return phase is Phase.RESPONSE_BODY and end_of_stream and buffered and self.stream is None
+        return phase is Phase.RESPONSE_BODY and end_of_stream and buffered
 
     async def before_next_message(self) -> None:
         """Called before the transport reads again: lets a running moderation reach its verdict first, for
@@ -216,7 +212,11 @@ class Session:
         call_type = family.call_type.value
         if pre_call:
             data = request.data = await chain.pre_call(request.user, pipeline.cache, data, call_type)
-        route = self._route(data)
+        route: Route = ()
+        if pipeline.router is not None:
+            target = route_to(pipeline.router, data, family.path)
+            request.public_model = target.model_name if target.upstream_model != target.model_name else None
+            route = ((DEPLOYMENT_HEADER, target.id),)
         metadata = admission.request_metadata(request, requested_model, data)
         chain.log_pre_api_call(data, call_type)
         if chain.has(HookKind.MODERATION):
@@ -232,24 +232,6 @@ class Session:
         metadata[VERDICT] = "modified"
         headers = (("content-length", str(len(new_body))), *route)
         return Continue(set_headers=headers, body=new_body, clear_route_cache=bool(route), metadata=metadata)
-
-    def _route(self, data: JSONDict) -> Route:
-        """Model routing: the deployment Envoy must route to, with `model` rewritten for it."""
-        router, request = self.pipeline.router, self.request
-        if router is None:
-            return ()
-        target = router.pick(data.get("model"))
-        if target is None:
-            path = request.family.path if request.family else ""
-            message = (
-                f"{path}: Invalid model name passed in model={data.get('model')}. "
-                "Call `/v1/models` to view available models for your key."
-            )
-            raise ProxyException(message, 400, "model")
-        if target.upstream_model != target.model_name:
-            request.public_model = target.model_name
-        data["model"] = target.upstream_model
-        return ((DEPLOYMENT_HEADER, target.id),)
 
     async def _moderation_refused(self, exc: BaseException, hook: str) -> Reply:
         return await self.ending.with_headers(await self.ending.fail(exc, hook, moderation=True))
@@ -279,85 +261,25 @@ class Session:
             self.stream = self._stream(body_mode)
             return Continue(remove_headers=("content-length",), mode=mode)
         if message.end_of_stream:
-            return await self._response(b"")
+            decision, self._answer = await buffered_answer(request, self.ending, b"")
+            return decision
         return Continue(mode=mode)
 
     def _stream(self, body_mode: BodyMode) -> StreamRewriter | StreamPump:
-        chain, request = self.pipeline.chain, self.request
+        request = self.request
         assert request.family is not None and request.data is not None
-        state = StreamState(chain, request.family, request.user, request.public_model)
+        state = StreamState(self.pipeline.chain, request.family, request.user, request.public_model)
         hold = self.pipeline.config.sidecar.max_stream_hold_bytes
         if body_mode is BodyMode.FULL_DUPLEX_STREAMED:
             return StreamPump(state, request.data, self.outbox, hold, self.ending)
-        return StreamRewriter(state, hold, chain.has(HookKind.POST_CALL_STREAMING))
+        return StreamRewriter(state, hold, self.ending, request.status)
 
     async def _response_body(self, message: Message) -> Decision:
-        stream = self.stream
-        if isinstance(stream, StreamPump):
-            await stream.feed(message.body, message.end_of_stream)
-            return DEFERRED
-        if stream is not None:
-            return await self._stream_body(stream, message)
-        if self.stream_cut:
-            return Continue(body=b"")  # after the error event, the rest of the upstream stream is dropped
+        if self.stream is not None:
+            return await self.stream.answer(message.body, message.end_of_stream)
         if self.passthrough or self.request.data is None or not message.end_of_stream:
             return CONTINUE
-        return await self._response(message.body)
-
-    async def _stream_body(self, stream: StreamRewriter, message: Message) -> Decision:
-        request = self.request
-        try:
-            out = await stream.feed(message.body, message.end_of_stream)
-        except (HookFailed, SSEError) as exc:
-            cause = exc.cause if isinstance(exc, HookFailed) else exc
-            log.warning("request %s: stream ended early: %r", request.request_id, cause)
-            self.ending.stream_ended(None, cause)
-            self.stream = None
-            self.stream_cut = True
-            return Continue(body=error_event(stream.state.family, cause))
-        metadata = None
-        if message.end_of_stream:
-            metadata = {UPSTREAM_STATUS: request.status, **stream.state.usage}
-            self.ending.stream_ended(stream.state.assembled())
-        if out is None:
-            return Continue(metadata=metadata) if metadata else CONTINUE
-        return Continue(body=out, metadata=metadata)
-
-    async def _response(self, body: bytes) -> Decision:
-        """The whole upstream answer: failure hooks for an error status, success hooks otherwise."""
-        request, chain = self.request, self.pipeline.chain
-        try:
-            response = loads_exact(body) if body else None
-        except ValueError:
-            response = None
-        if request.status >= 400:
-            return await self.ending.upstream_failed(response, body)
-        if not isinstance(response, dict):
-            self.ending.succeeded(None)
-            return CONTINUE
-        assert request.family is not None and request.data is not None
-        metadata: dict[str, Any] = {UPSTREAM_STATUS: request.status, **request.family.usage(response)}
-        success_hooks = chain.has(HookKind.POST_CALL_SUCCESS)
-        pristine = loads_exact(body) if success_hooks else None
-        renamed = request.public_model is not None and response.get("model") != request.public_model
-        if renamed:
-            response["model"] = request.public_model  # the client sees the name it asked for
-        view = wrap(response)
-        if success_hooks:
-            view = await chain.post_call_success(request.data, request.user, view)
-        self._answer = view
-        final = unwrap(view)
-        decision = Continue(metadata=metadata)
-        if (pristine is not None and final != pristine) or (pristine is None and renamed):
-            try:
-                new_body = dumps_exact(final)
-            except TypeError as exc:
-                message = f"llm-extproc: the response changed by hooks cannot be encoded: {exc}"
-                raise ProxyException(message, 500) from None
-            metadata[VERDICT] = "modified"
-            length = (("content-length", str(len(new_body))),)
-            decision = Continue(set_headers=length, body=new_body, metadata=metadata)
-        self.ending.succeeded(view)
+        decision, self._answer = await buffered_answer(self.request, self.ending, message.body)
         return decision
 
     def close(self) -> None:

@@ -19,13 +19,14 @@ from typing import Any
 from extproc.api.family import ApiFamily
 from extproc.api.sse import Event, SSEDecoder, encode_json
 from extproc.api.views import unwrap, wrap
-from extproc.decisions import UPSTREAM_STATUS, Outbox
+from extproc.decisions import CONTINUE, DEFERRED, UPSTREAM_STATUS, Continue, Deferred, Outbox
 from extproc.errors import HookFailed, SSEError, describe
 from extproc.hooks.chain import HookChain
 from extproc.request.endings import Ending
 from extproc.types import HookKind, JSONDict
 
 log = logging.getLogger("extproc.streaming")
+DROP = Continue(body=b"")  # what is left of an upstream stream after its error event
 
 
 def error_event(family: ApiFamily, exc: BaseException) -> bytes:
@@ -87,14 +88,39 @@ def _chunk_of(event: Event) -> JSONDict | None:
 
 
 class StreamRewriter:
-    """STREAMED mode: answer each body message with its complete, possibly changed, events."""
+    """STREAMED mode: answer each body message with its complete, possibly changed, events. A hook that
+    fails or bytes that are not SSE end the stream with an error event; the rest of the upstream's
+    stream is then dropped."""
 
-    __slots__ = ("decoder", "rewrite", "state")
+    __slots__ = ("_cut", "_ending", "_status", "decoder", "rewrite", "state")
 
-    def __init__(self, state: StreamState, max_event_bytes: int, rewrite: bool) -> None:
+    def __init__(self, state: StreamState, max_event_bytes: int, ending: Ending, status: int) -> None:
         self.state = state
         self.decoder = SSEDecoder(max_event_bytes)
-        self.rewrite = rewrite
+        self.rewrite = state.chain.has(HookKind.POST_CALL_STREAMING)
+        self._ending = ending
+        self._status = status
+        self._cut = False
+
+    async def answer(self, body: bytes, end_of_stream: bool) -> Continue:
+        """The answer to one body message; at the end, usage and the upstream status go to Envoy."""
+        if self._cut:
+            return DROP
+        try:
+            out = await self.feed(body, end_of_stream)
+        except (HookFailed, SSEError) as exc:
+            cause = exc.cause if isinstance(exc, HookFailed) else exc
+            log.warning("stream ended early: %r", cause)
+            self._ending.stream_ended(None, cause)
+            self._cut = True
+            return Continue(body=error_event(self.state.family, cause))
+        metadata = None
+        if end_of_stream:
+            metadata = {UPSTREAM_STATUS: self._status, **self.state.usage}
+            self._ending.stream_ended(self.state.assembled())
+        if out is None:
+            return Continue(metadata=metadata) if metadata else CONTINUE
+        return Continue(body=out, metadata=metadata)
 
     async def feed(self, body: bytes, end_of_stream: bool) -> bytes | None:
         """The bytes to send for this message, or None when they are exactly the bytes received."""
@@ -154,6 +180,11 @@ class StreamPump:
         self._rewrite = state.chain.has(HookKind.POST_CALL_STREAMING)
         iterator = state.chain.streaming_iterator(state.user, self._source(), request_data)
         self._task = asyncio.get_running_loop().create_task(self._run(iterator))
+
+    async def answer(self, body: bytes, end_of_stream: bool) -> Deferred:
+        """No answer now: what the hooks yield is sent on its own."""
+        await self.feed(body, end_of_stream)
+        return DEFERRED
 
     async def feed(self, body: bytes, end_of_stream: bool) -> None:
         if self._done:
