@@ -7,7 +7,6 @@ from .harness import (
     Harness,
     body_request,
     headers_request,
-    make_pipeline,
     response_body_request,
     response_headers_request,
 )
@@ -41,9 +40,8 @@ def chat(content):
     return body_request(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": content}]}))
 
 
-async def test_requests_refusals_hooks_phases_and_upstream_are_counted(tmp_path):
-    built = make_pipeline(
-        tmp_path,
+async def test_requests_refusals_hooks_phases_and_upstream_are_counted(load_pipeline):
+    built = load_pipeline(
         "litellm_settings: {callbacks: [m.h]}\ngeneral_settings: {enforce_user_param: true}",
         {"m.py": HANDLER},
     )

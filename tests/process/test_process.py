@@ -13,7 +13,6 @@ from .harness import (
     body_request,
     header_value,
     headers_request,
-    make_pipeline,
     response_body_request,
     response_headers_request,
 )
@@ -52,10 +51,8 @@ CHAT = orjson.dumps({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "co
 
 
 @pytest.fixture
-def rewrite(tmp_path):
-    return make_pipeline(
-        tmp_path, "litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": REWRITE}
-    )
+def rewrite(load_pipeline):
+    return load_pipeline("litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": REWRITE})
 
 
 async def test_llm_request_asks_for_exactly_the_request_phases(rewrite):
@@ -100,8 +97,8 @@ async def test_model_rewrite_mutates_the_body_and_fixes_content_length(rewrite):
     assert header_value(common.header_mutation, "content-length") == str(len(new_body))
 
 
-async def test_unchanged_body_is_not_re_encoded(tmp_path):
-    built = make_pipeline(tmp_path, "litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": SEES})
+async def test_unchanged_body_is_not_re_encoded(load_pipeline):
+    built = load_pipeline("litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": SEES})
     body = b'{ "model" : "m",\n "messages": [{"role": "user", "content": "x"}], "metadata": {"client": 1} }'
     async with Harness(built) as harness:
         _, answer = await harness.exchange(
@@ -124,24 +121,20 @@ async def test_unchanged_body_is_not_re_encoded(tmp_path):
     assert "sk-secret" not in orjson.dumps(seen).decode()
 
 
-async def test_sidecar_additions_never_go_upstream(tmp_path):
+async def test_sidecar_additions_never_go_upstream(load_pipeline):
     source = REWRITE.replace(
         'data["model"] = "my-new-model"', 'data["model"] = "x"; data["metadata"]["k"] = 1'
     )
-    built = make_pipeline(
-        tmp_path, "litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": source}
-    )
+    built = load_pipeline("litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": source})
     async with Harness(built) as harness:
         _, answer = await harness.exchange(headers_request(), body_request(CHAT))
     sent = orjson.loads(answer.request_body.response.body_mutation.body)
     assert sent == {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def test_string_refusal_is_an_immediate_completion(tmp_path):
+async def test_string_refusal_is_an_immediate_completion(load_pipeline):
     source = REWRITE.replace('data["model"] = "my-new-model"\n        return data', 'return "refused!"')
-    built = make_pipeline(
-        tmp_path, "litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": source}
-    )
+    built = load_pipeline("litellm_settings: {callbacks: h.proxy_handler_instance}", {"h.py": source})
     async with Harness(built) as harness:
         _, answer = await harness.exchange(headers_request(), body_request(CHAT))
     reply = answer.immediate_response
@@ -150,10 +143,9 @@ async def test_string_refusal_is_an_immediate_completion(tmp_path):
     assert orjson.loads(reply.body)["choices"][0]["message"]["content"] == "refused!"
 
 
-async def test_enforce_user_param_refuses_before_hooks(tmp_path):
+async def test_enforce_user_param_refuses_before_hooks(load_pipeline):
     source = REWRITE.replace('data["model"] = "my-new-model"', 'raise RuntimeError("hook must not run")')
-    built = make_pipeline(
-        tmp_path,
+    built = load_pipeline(
         "litellm_settings: {callbacks: h.proxy_handler_instance}\ngeneral_settings: {enforce_user_param: true}",
         {"h.py": source},
     )
@@ -174,10 +166,8 @@ async def test_enforce_user_param_refuses_before_hooks(tmp_path):
     assert orjson.loads(with_user.immediate_response.body)["error"]["message"] == "hook must not run"
 
 
-async def test_declared_oversize_body_is_refused_at_the_headers(tmp_path):
-    built = make_pipeline(
-        tmp_path, "general_settings: {enforce_user_param: true}\nextproc: {max_request_bytes: 2048}"
-    )
+async def test_declared_oversize_body_is_refused_at_the_headers(load_pipeline):
+    built = load_pipeline("general_settings: {enforce_user_param: true}\nextproc: {max_request_bytes: 2048}")
     async with Harness(built) as harness:
         (answer,) = await harness.exchange(headers_request(headers={"content-length": "5000"}))
         _, streamed = await harness.exchange(headers_request(), body_request(b"{" + b" " * 3000 + b"}"))
@@ -188,17 +178,16 @@ async def test_declared_oversize_body_is_refused_at_the_headers(tmp_path):
         )
 
 
-async def test_body_on_a_headers_only_request_is_an_empty_body_error(tmp_path):
-    built = make_pipeline(tmp_path, "general_settings: {enforce_user_param: true}")
+async def test_body_on_a_headers_only_request_is_an_empty_body_error(load_pipeline):
+    built = load_pipeline("general_settings: {enforce_user_param: true}")
     async with Harness(built) as harness:
         (answer,) = await harness.exchange(headers_request(end_of_stream=True))
     assert answer.immediate_response.status.code == 400
     assert "empty" in orjson.loads(answer.immediate_response.body)["error"]["message"]
 
 
-async def test_identity_from_headers_and_forwarded_metadata(tmp_path):
-    built = make_pipeline(
-        tmp_path,
+async def test_identity_from_headers_and_forwarded_metadata(load_pipeline):
+    built = load_pipeline(
         """
         litellm_settings: {callbacks: h.proxy_handler_instance}
         extproc:
@@ -302,7 +291,7 @@ async def read_until_closed(call):
     return await asyncio.wait_for(call.read(), 5)
 
 
-async def test_the_sidecar_ends_a_stream_once_envoy_will_send_nothing_more(rewrite, tmp_path):
+async def test_the_sidecar_ends_a_stream_once_envoy_will_send_nothing_more(rewrite, load_pipeline):
     # Envoy resets about half of the streams it no longer needs, which cancels the sidecar's pending
     # read (grpc.aio leaks native memory then): the sidecar ends such streams itself, with OK.
     async with Harness(rewrite) as harness:
@@ -320,7 +309,7 @@ async def test_the_sidecar_ends_a_stream_once_envoy_will_send_nothing_more(rewri
         assert await read_until_closed(call) is grpc.aio.EOF
         assert await call.code() == grpc.StatusCode.OK
 
-    success = make_pipeline(tmp_path, "litellm_settings: {callbacks: s.h}", {"s.py": SUCCESS_HOOK})
+    success = load_pipeline("litellm_settings: {callbacks: s.h}", {"s.py": SUCCESS_HOOK})
     async with Harness(success) as harness:
         call = harness.open()
         await call.write(headers_request())

@@ -10,7 +10,6 @@ from .harness import (
     Harness,
     body_request,
     headers_request,
-    make_pipeline,
     response_body_request,
     response_headers_request,
 )
@@ -47,15 +46,21 @@ EXTRA = textwrap.dedent("""
 """)
 
 
-def limiter(tmp_path, options, extra_callbacks=""):
-    config = f"""
-        litellm_settings: {{callbacks: [handlers.rate_limiter{extra_callbacks}]}}
-        extproc:
-          hook_timeout_ms: 200
-          handlers:
-            handlers.rate_limiter: {{options: {options}}}
-    """
-    return make_pipeline(tmp_path, config, {"x.py": EXTRA})
+@pytest.fixture
+def limiter(load_pipeline):
+    """`limiter(options, ", x.refuser")`: the rate limiter with these options, then EXTRA's callbacks."""
+
+    def load(options, extra_callbacks=""):
+        config = f"""
+            litellm_settings: {{callbacks: [handlers.rate_limiter{extra_callbacks}]}}
+            extproc:
+              hook_timeout_ms: 200
+              handlers:
+                handlers.rate_limiter: {{options: {options}}}
+        """
+        return load_pipeline(config, {"x.py": EXTRA})
+
+    return load
 
 
 def chat(content):
@@ -83,8 +88,8 @@ def parallel_key():
     return PARALLEL.format(hashlib.sha256(b"sk-one").hexdigest())
 
 
-async def test_parallel_limit_refuses_with_429_message_and_headers(tmp_path):
-    built = limiter(tmp_path, "{limits: {api_key: {max_parallel_requests: 1}}}")
+async def test_parallel_limit_refuses_with_429_message_and_headers(limiter):
+    built = limiter("{limits: {api_key: {max_parallel_requests: 1}}}")
     async with Harness(built) as harness:
         first = harness.open()
         for request in (headers_request(headers=KEY), body_request(CHAT)):
@@ -132,8 +137,8 @@ async def test_parallel_limit_refuses_with_429_message_and_headers(tmp_path):
         ("sidecar-side timeout", ", x.refuser"),
     ],
 )
-async def test_the_slot_is_released_on_every_ending(tmp_path, ending, callbacks):
-    built = limiter(tmp_path, "{limits: {api_key: {max_parallel_requests: 5}}}", callbacks)
+async def test_the_slot_is_released_on_every_ending(limiter, ending, callbacks):
+    built = limiter("{limits: {api_key: {max_parallel_requests: 5}}}", callbacks)
     async with Harness(built) as harness:
         if ending == "upstream error":
             await harness.exchange(
@@ -169,8 +174,8 @@ async def test_the_slot_is_released_on_every_ending(tmp_path, ending, callbacks)
         await settled(built, parallel_key(), 0)
 
 
-async def test_rpm_and_tokens_and_settlement(tmp_path):
-    built = limiter(tmp_path, "{limits: {api_key: {rpm: 3, tpm: 1000}, end_user: {rpm: 1}}}")
+async def test_rpm_and_tokens_and_settlement(limiter):
+    built = limiter("{limits: {api_key: {rpm: 3, tpm: 1000}, end_user: {rpm: 1}}}")
     user_chat = orjson.dumps({"model": "m", "user": "u1", "messages": [{"role": "user", "content": "hello"}]})
     async with Harness(built) as harness:
         *_, ok = await harness.exchange(
@@ -210,19 +215,19 @@ async def test_rpm_and_tokens_and_settlement(tmp_path):
         ("{window_s: 0}", "window_s and parallel_ttl_s must be >= 1"),
     ],
 )
-def test_bad_options_are_named(tmp_path, options, fragment):
+def test_bad_options_are_named(limiter, options, fragment):
     from extproc.hooks.loader import HandlerError
 
     with pytest.raises(HandlerError) as info:
-        limiter(tmp_path, options)
+        limiter(options)
     assert "handlers.rate_limiter" in str(info.value) and fragment in str(info.value)
 
 
-async def test_tokens_settle_with_a_streams_final_usage(tmp_path):
+async def test_tokens_settle_with_a_streams_final_usage(limiter):
     import hashlib
     import time
 
-    built = limiter(tmp_path, "{limits: {api_key: {tpm: 100000}}}")
+    built = limiter("{limits: {api_key: {tpm: 100000}}}")
     stream_chat = orjson.dumps(
         {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
     )

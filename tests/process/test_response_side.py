@@ -10,7 +10,6 @@ from .harness import (
     body_request,
     header_value,
     headers_request,
-    make_pipeline,
     response_body_request,
     response_headers_request,
 )
@@ -77,9 +76,15 @@ HANDLERS = textwrap.dedent("""
 """)
 
 
-def pipeline_with(tmp_path, *callbacks, extra=""):
-    refs = ", ".join(f"h.{c}" for c in callbacks)
-    return make_pipeline(tmp_path, f"litellm_settings: {{callbacks: [{refs}]}}\n{extra}", {"h.py": HANDLERS})
+@pytest.fixture
+def pipeline_with(load_pipeline):
+    """`pipeline_with("moderator", "failure", extra=...)`: HANDLERS' instances as the callbacks."""
+
+    def load(*callbacks, extra=""):
+        refs = ", ".join(f"h.{c}" for c in callbacks)
+        return load_pipeline(f"litellm_settings: {{callbacks: [{refs}]}}\n{extra}", {"h.py": HANDLERS})
+
+    return load
 
 
 @pytest.fixture
@@ -89,8 +94,8 @@ def events():
     yield lambda: sys.modules["h"].EVENTS
 
 
-async def test_moderation_refusal_is_pushed_while_the_upstream_works(tmp_path, events):
-    built = pipeline_with(tmp_path, "moderator")
+async def test_moderation_refusal_is_pushed_while_the_upstream_works(pipeline_with, events):
+    built = pipeline_with("moderator")
     assert built.request_mode.response_headers is True
     async with Harness(built) as harness:
         call = harness.open()
@@ -111,11 +116,11 @@ async def test_moderation_refusal_is_pushed_while_the_upstream_works(tmp_path, e
     )
 
 
-async def test_slow_verdict_extends_envoys_timeout_then_answers_the_headers(tmp_path, events):
+async def test_slow_verdict_extends_envoys_timeout_then_answers_the_headers(pipeline_with, events):
     # The sidecar waits up to the hook timeout (0.1 s here) for the verdict before reading the response
     # headers; this moderation hook may take 2 s and takes 0.3 s, so the headers arrive first.
     extra = "extproc: {hook_timeout_ms: 100, handlers: {h.moderator: {timeout_ms: 2000}}}"
-    built = pipeline_with(tmp_path, "moderator", extra=extra)
+    built = pipeline_with("moderator", extra=extra)
     import sys
 
     sys.modules["h"].moderator.delay = 0.3
@@ -139,8 +144,8 @@ async def test_slow_verdict_extends_envoys_timeout_then_answers_the_headers(tmp_
                 assert answer.HasField("response_headers") and not answer.HasField("mode_override")
 
 
-async def test_success_hook_edits_in_place_and_the_body_is_re_encoded(tmp_path, events):
-    built = pipeline_with(tmp_path, "success")
+async def test_success_hook_edits_in_place_and_the_body_is_re_encoded(pipeline_with, events):
+    built = pipeline_with("success")
     async with Harness(built) as harness:
         _, _, headers_answer, body_answer = await harness.exchange(
             headers_request(),
@@ -166,8 +171,8 @@ async def test_success_hook_edits_in_place_and_the_body_is_re_encoded(tmp_path, 
         ("raise", 422, "unacceptable answer"),
     ],
 )
-async def test_success_hook_return_and_raise(tmp_path, events, mode, status, expected):
-    built = pipeline_with(tmp_path, "success", "failure")
+async def test_success_hook_return_and_raise(pipeline_with, events, mode, status, expected):
+    built = pipeline_with("success", "failure")
     import sys
 
     sys.modules["h"].success.mode = mode
@@ -186,8 +191,8 @@ async def test_success_hook_return_and_raise(tmp_path, events, mode, status, exp
         assert events()[-1][:3] == ("failure", "HTTPException", 422)
 
 
-async def test_no_success_hook_change_means_no_mutation(tmp_path, events):
-    built = pipeline_with(tmp_path, "success")
+async def test_no_success_hook_change_means_no_mutation(pipeline_with, events):
+    built = pipeline_with("success")
     import sys
 
     sys.modules["h"].success.mode = "read-only"
@@ -202,8 +207,8 @@ async def test_no_success_hook_change_means_no_mutation(tmp_path, events):
 
 
 @pytest.mark.parametrize("replace", [False, True])
-async def test_failure_hooks_see_upstream_errors_and_may_replace_them(tmp_path, events, replace):
-    built = pipeline_with(tmp_path, "broken", "failure")
+async def test_failure_hooks_see_upstream_errors_and_may_replace_them(pipeline_with, events, replace):
+    built = pipeline_with("broken", "failure")
     import sys
 
     sys.modules["h"].failure.replace = replace
@@ -226,8 +231,8 @@ async def test_failure_hooks_see_upstream_errors_and_may_replace_them(tmp_path, 
         )
 
 
-async def test_failure_hooks_see_the_sidecars_own_errors(tmp_path, events):
-    built = pipeline_with(tmp_path, "failure", extra="general_settings: {enforce_user_param: true}")
+async def test_failure_hooks_see_the_sidecars_own_errors(pipeline_with, events):
+    built = pipeline_with("failure", extra="general_settings: {enforce_user_param: true}")
     async with Harness(built) as harness:
         _, no_user = await harness.exchange(headers_request(), body_request(CHAT))
         _, bad_json = await harness.exchange(headers_request(), body_request(b"{nope"))
@@ -237,8 +242,8 @@ async def test_failure_hooks_see_the_sidecars_own_errors(tmp_path, events):
     assert kinds[-2:] == [("ProxyException", 401), ("ProxyException", 400)]
 
 
-async def test_failure_hook_replaces_a_pre_call_error(tmp_path, events):
-    built = pipeline_with(tmp_path, "failure", extra="general_settings: {enforce_user_param: true}")
+async def test_failure_hook_replaces_a_pre_call_error(pipeline_with, events):
+    built = pipeline_with("failure", extra="general_settings: {enforce_user_param: true}")
     import sys
 
     sys.modules["h"].failure.replace = True
@@ -247,8 +252,8 @@ async def test_failure_hook_replaces_a_pre_call_error(tmp_path, events):
     assert answer.immediate_response.status.code == 503
 
 
-async def test_logging_events_run_off_the_request_path(tmp_path, events):
-    built = pipeline_with(tmp_path, "logger")
+async def test_logging_events_run_off_the_request_path(pipeline_with, events):
+    built = pipeline_with("logger")
     async with Harness(built) as harness:
         *_, answer = await harness.exchange(
             headers_request(),
@@ -273,9 +278,8 @@ async def test_logging_events_run_off_the_request_path(tmp_path, events):
     assert ("log_failure", 500) in recorded  # the upstream error, with its status
 
 
-async def test_only_pre_call_hooks_never_ask_for_the_response(tmp_path):
-    built = make_pipeline(
-        tmp_path,
+async def test_only_pre_call_hooks_never_ask_for_the_response(load_pipeline):
+    built = load_pipeline(
         "litellm_settings: {callbacks: h.p}",
         {
             "h.py": """
@@ -293,12 +297,12 @@ async def test_only_pre_call_hooks_never_ask_for_the_response(tmp_path):
     assert answer.mode_override.response_body_mode == 0
 
 
-async def test_a_quick_refusal_is_pushed_before_the_next_read_and_ends_the_stream(tmp_path, events):
+async def test_a_quick_refusal_is_pushed_before_the_next_read_and_ends_the_stream(pipeline_with, events):
     # The verdict is awaited (up to the hook timeout) before the response headers are read: the refusal
     # is pushed and the stream ended with no read pending (a reset would cancel it and leak its batch).
     import sys
 
-    built = pipeline_with(tmp_path, "moderator")
+    built = pipeline_with("moderator")
     sys.modules["h"].moderator.delay = 0.05
     async with Harness(built) as harness:
         call = harness.open()

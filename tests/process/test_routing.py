@@ -9,7 +9,6 @@ from .harness import (
     body_request,
     header_value,
     headers_request,
-    make_pipeline,
     response_body_request,
     response_headers_request,
 )
@@ -35,8 +34,8 @@ def chat(model, stream=False):
     )
 
 
-async def test_public_name_is_rewritten_and_the_deployment_header_set_round_robin(tmp_path):
-    built = make_pipeline(tmp_path, CONFIG)
+async def test_public_name_is_rewritten_and_the_deployment_header_set_round_robin(load_pipeline):
+    built = load_pipeline(CONFIG)
     assert built.request_mode.response_headers  # the answers must be renamed back
     picked = collections.Counter()
     async with Harness(built) as harness:
@@ -49,16 +48,16 @@ async def test_public_name_is_rewritten_and_the_deployment_header_set_round_robi
     assert picked == {"east": 2, "west": 2}
 
 
-async def test_a_name_that_is_its_own_upstream_model_is_not_re_encoded(tmp_path):
-    async with Harness(make_pipeline(tmp_path, CONFIG)) as harness:
+async def test_a_name_that_is_its_own_upstream_model_is_not_re_encoded(load_pipeline):
+    async with Harness(load_pipeline(CONFIG)) as harness:
         _, answer = await harness.exchange(headers_request(), chat("small"))
     common = answer.request_body.response
     assert not common.HasField("body_mutation")
     assert header_value(common.header_mutation, "x-llm-deployment") == "small-2"
 
 
-async def test_unknown_model_is_refused_in_litellms_words(tmp_path):
-    async with Harness(make_pipeline(tmp_path, CONFIG)) as harness:
+async def test_unknown_model_is_refused_in_litellms_words(load_pipeline):
+    async with Harness(load_pipeline(CONFIG)) as harness:
         _, answer = await harness.exchange(headers_request(), chat("gpt-5"))
     reply = answer.immediate_response
     assert reply.status.code == 400
@@ -70,9 +69,9 @@ async def test_unknown_model_is_refused_in_litellms_words(tmp_path):
     assert error["param"] == "model"
 
 
-async def test_the_answer_shows_the_name_the_client_asked_for(tmp_path):
+async def test_the_answer_shows_the_name_the_client_asked_for(load_pipeline):
     upstream = orjson.dumps({"object": "chat.completion", "model": "gpt-4o-2024-08-06", "choices": []})
-    async with Harness(make_pipeline(tmp_path, CONFIG)) as harness:
+    async with Harness(load_pipeline(CONFIG)) as harness:
         *_, headers_answer, answer = await harness.exchange(
             headers_request(), chat("gpt-4o"), response_headers_request(), response_body_request(upstream)
         )
@@ -92,10 +91,10 @@ async def test_the_answer_shows_the_name_the_client_asked_for(tmp_path):
     assert b'"model":"gpt-4o"' in streamed and streamed.endswith(b"data: [DONE]\n\n")
 
 
-def test_routing_without_a_model_list_is_a_config_error(tmp_path):
+def test_routing_without_a_model_list_is_a_config_error(load_pipeline):
     import pytest
 
     from extproc.settings.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"extproc\.routing: true needs a model_list"):
-        make_pipeline(tmp_path, "extproc: {routing: true}")
+        load_pipeline("extproc: {routing: true}")

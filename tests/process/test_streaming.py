@@ -4,12 +4,12 @@ import textwrap
 
 import grpc
 import orjson
+import pytest
 
 from .harness import (
     Harness,
     body_request,
     headers_request,
-    make_pipeline,
     response_body_request,
     response_headers_request,
 )
@@ -87,10 +87,14 @@ HANDLERS = textwrap.dedent("""
 """)
 
 
-def pipeline_with(tmp_path, callback, extra=""):
-    return make_pipeline(
-        tmp_path, f"litellm_settings: {{callbacks: [h.{callback}]}}\n{extra}", {"h.py": HANDLERS}
-    )
+@pytest.fixture
+def pipeline_with(load_pipeline):
+    """`pipeline_with("upper", extra=...)`: one of HANDLERS' instances as the callback."""
+
+    def load(callback, extra=""):
+        return load_pipeline(f"litellm_settings: {{callbacks: [h.{callback}]}}\n{extra}", {"h.py": HANDLERS})
+
+    return load
 
 
 async def start_stream(harness):
@@ -120,8 +124,8 @@ def events_of(body):
     return [e.removeprefix(b"data: ") for e in body.split(b"\n\n") if e]
 
 
-async def test_iterator_hook_uses_full_duplex_and_rewrites_every_chunk(tmp_path):
-    async with Harness(pipeline_with(tmp_path, "upper")) as harness:
+async def test_iterator_hook_uses_full_duplex_and_rewrites_every_chunk(pipeline_with):
+    async with Harness(pipeline_with("upper")) as harness:
         call, headers_answer = await start_stream(harness)
         mode = headers_answer.mode_override
         assert (mode.response_body_mode, mode.response_trailer_mode) == (FULL_DUPLEX, SEND)
@@ -141,9 +145,9 @@ async def test_iterator_hook_uses_full_duplex_and_rewrites_every_chunk(tmp_path)
     assert usage["total_tokens"].number_value == 7
 
 
-async def test_untouched_chunks_pass_byte_for_byte(tmp_path):
+async def test_untouched_chunks_pass_byte_for_byte(pipeline_with):
     raw = chunk("x").replace(b'"model":"m"', b'"model" : "m"')  # spacing orjson would not produce
-    async with Harness(pipeline_with(tmp_path, "passive")) as harness:
+    async with Harness(pipeline_with("passive")) as harness:
         call, _ = await start_stream(harness)
         await call.write(response_body_request(raw + DONE, end_of_stream=True))
         body, _ = await read_stream(call)
@@ -151,8 +155,8 @@ async def test_untouched_chunks_pass_byte_for_byte(tmp_path):
     assert body == raw + DONE
 
 
-async def test_early_stop_ends_cleanly_with_done(tmp_path):
-    async with Harness(pipeline_with(tmp_path, "stop_early")) as harness:
+async def test_early_stop_ends_cleanly_with_done(pipeline_with):
+    async with Harness(pipeline_with("stop_early")) as harness:
         call, _ = await start_stream(harness)
         await call.write(response_body_request(chunk("first"), end_of_stream=False))
         body, _ = await read_stream(call)
@@ -163,8 +167,8 @@ async def test_early_stop_ends_cleanly_with_done(tmp_path):
     assert orjson.loads(events[0])["choices"][0]["finish_reason"] == "stop"
 
 
-async def test_hook_error_mid_stream_becomes_an_error_event(tmp_path):
-    async with Harness(pipeline_with(tmp_path, "raises")) as harness:
+async def test_hook_error_mid_stream_becomes_an_error_event(pipeline_with):
+    async with Harness(pipeline_with("raises")) as harness:
         call, _ = await start_stream(harness)
         await call.write(response_body_request(chunk("a") + chunk("b"), end_of_stream=False))
         body, _ = await read_stream(call)
@@ -180,8 +184,8 @@ async def test_hook_error_mid_stream_becomes_an_error_event(tmp_path):
     assert events[2] == b"[DONE]"
 
 
-async def test_holding_back_more_than_the_limit_cuts_the_stream(tmp_path):
-    built = pipeline_with(tmp_path, "hold_all", extra="extproc: {max_stream_hold_bytes: 2048}")
+async def test_holding_back_more_than_the_limit_cuts_the_stream(pipeline_with):
+    built = pipeline_with("hold_all", extra="extproc: {max_stream_hold_bytes: 2048}")
     async with Harness(built) as harness:
         call, _ = await start_stream(harness)
         for _ in range(30):
@@ -192,8 +196,8 @@ async def test_holding_back_more_than_the_limit_cuts_the_stream(tmp_path):
     assert "hold back more than 2048 bytes" in error["message"]
 
 
-async def test_client_gone_mid_stream_closes_the_hooks_generators(tmp_path):
-    built = pipeline_with(tmp_path, "upper")
+async def test_client_gone_mid_stream_closes_the_hooks_generators(pipeline_with):
+    built = pipeline_with("upper")
     events = sys.modules["h"].EVENTS
     async with Harness(built) as harness:
         call, _ = await start_stream(harness)
@@ -213,8 +217,8 @@ async def test_client_gone_mid_stream_closes_the_hooks_generators(tmp_path):
         assert len(leftover) <= len(before)
 
 
-async def test_per_chunk_hook_uses_streamed_mode_and_sees_accumulated_text(tmp_path):
-    async with Harness(pipeline_with(tmp_path, "accumulated")) as harness:
+async def test_per_chunk_hook_uses_streamed_mode_and_sees_accumulated_text(pipeline_with):
+    async with Harness(pipeline_with("accumulated")) as harness:
         call, headers_answer = await start_stream(harness)
         assert headers_answer.mode_override.response_body_mode == STREAMED
         answers = []
@@ -230,9 +234,8 @@ async def test_per_chunk_hook_uses_streamed_mode_and_sees_accumulated_text(tmp_p
     assert second.body_mutation.body == chunk("cd") + DONE
 
 
-async def test_no_streaming_hook_means_the_stream_is_not_read(tmp_path):
-    built = make_pipeline(
-        tmp_path,
+async def test_no_streaming_hook_means_the_stream_is_not_read(load_pipeline):
+    built = load_pipeline(
         "litellm_settings: {callbacks: h.p}",
         {
             "h.py": """
@@ -279,10 +282,8 @@ async def wait_for(predicate):
     raise AssertionError("condition not reached")
 
 
-async def test_every_request_ends_exactly_once_even_when_the_client_leaves(tmp_path):
-    built = make_pipeline(
-        tmp_path, "litellm_settings: {callbacks: [e.accounting, e.upper]}", {"e.py": ENDINGS}
-    )
+async def test_every_request_ends_exactly_once_even_when_the_client_leaves(load_pipeline):
+    built = load_pipeline("litellm_settings: {callbacks: [e.accounting, e.upper]}", {"e.py": ENDINGS})
     endings = sys.modules["e"].ENDINGS
     async with Harness(built) as harness:
         # a stream that completes: one success
@@ -314,10 +315,10 @@ async def test_every_request_ends_exactly_once_even_when_the_client_leaves(tmp_p
     assert sorted(endings) == [("failure", "abandoned", 499), ("failure", "gone", 499), ("success", "done")]
 
 
-async def test_a_full_duplex_stream_ends_from_the_sidecar_after_its_last_event(tmp_path):
+async def test_a_full_duplex_stream_ends_from_the_sidecar_after_its_last_event(pipeline_with):
     # The upstream's last chunk is Envoy's last message: once the pump has sent [DONE], the sidecar ends
     # the stream with OK itself (left to Envoy, a reset would cancel a pending read and leak its batch).
-    async with Harness(pipeline_with(tmp_path, "upper")) as harness:
+    async with Harness(pipeline_with("upper")) as harness:
         call, _ = await start_stream(harness)
         await call.write(response_body_request(chunk("ab") + DONE, end_of_stream=True))
         body, _ = await read_stream(call)
