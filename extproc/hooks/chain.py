@@ -209,7 +209,9 @@ class HookChain:
             results = await asyncio.gather(*calls, return_exceptions=True)
             for hook, result in zip(hooks, results, strict=True):
                 candidate = result.cause if isinstance(result, HookFailed) else result
-                if isinstance(candidate, BaseException) and is_http_exception(candidate):
+                # A hook that ran out of time gave no answer: only a deliberate HTTP exception replaces.
+                deliberate = not isinstance(candidate, HookTimeout) and isinstance(candidate, BaseException)
+                if deliberate and is_http_exception(candidate):
                     replacement = replacement or candidate
                 elif isinstance(candidate, BaseException):
                     log.warning("%s raised while handling a failure (ignored): %r", hook.label, candidate)

@@ -103,8 +103,8 @@ class ModeTracker:
         if isinstance(decision, Continue) and decision.mode is not None and phase in _HEADERS_PHASES:
             self.mode = decision.mode
         mode = self.mode
-        if mode.response_body is BodyMode.FULL_DUPLEX_STREAMED:
-            return not (phase is Phase.RESPONSE_BODY and end_of_stream)  # the upstream's last chunk ends it
+        if mode.response_body is BodyMode.FULL_DUPLEX_STREAMED:  # the upstream's last chunk or trailers end it
+            return not ((phase is Phase.RESPONSE_BODY and end_of_stream) or phase is Phase.RESPONSE_TRAILERS)
         if isinstance(decision, Deferred):
             return True
         response_side = mode.response_headers or mode.response_body is not BodyMode.NONE

@@ -111,6 +111,8 @@ class Session:
             return await self._response_headers(message)
         if phase is Phase.RESPONSE_BODY:
             return await self._response_body(message)
+        if phase is Phase.RESPONSE_TRAILERS and isinstance(self.stream, StreamPump):
+            await self.stream.feed(b"", True)  # trailers follow the last chunk: the stream has ended
         return CONTINUE  # trailers: nothing to change
 
     def _decides_headers(self, phase: Phase, decision: Decision, end_of_stream: bool) -> bool:

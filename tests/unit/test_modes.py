@@ -284,7 +284,7 @@ def test_mode_tracker_streamed_answer(phase, decision, end_of_stream, more):
     assert tracker.after(phase, decision, end_of_stream) is more
 
 
-# Full duplex: only the upstream's last chunk (or a reply) ends the stream, whatever the answer.
+# Full duplex: only the upstream's last chunk, its trailers (or a reply) end the stream, whatever the answer.
 @pytest.mark.parametrize(
     ("phase", "decision", "end_of_stream", "more"),
     [
@@ -294,6 +294,8 @@ def test_mode_tracker_streamed_answer(phase, decision, end_of_stream, more):
         (Phase.RESPONSE_BODY, CONTINUE, True, False),
         (Phase.RESPONSE_BODY, REPLY, False, False),
         (Phase.RESPONSE_HEADERS, CONTINUE, False, True),
+        (Phase.RESPONSE_TRAILERS, CONTINUE, True, False),
+        (Phase.RESPONSE_TRAILERS, DEFERRED, True, False),
     ],
 )
 def test_mode_tracker_full_duplex(phase, decision, end_of_stream, more):
