@@ -17,6 +17,7 @@ from extproc.request import pipeline as pipeline_module
 from extproc.request.pipeline import Pipeline
 from extproc.settings.config import ConfigError, SidecarSettings
 from extproc.settings.config import load as load_config
+from extproc.settings.listen import ListenAddress
 from extproc.telemetry.logs import setup_logging
 
 # `serve`'s default log format; `dev` sets it for the sidecar it starts.
@@ -76,13 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     pipeline = _load(args.config)
     setup_logging(pipeline.config.sidecar.log_level, _json_logs(args))
-    listen = tuple(args.listen) if args.listen else pipeline.config.sidecar.listen
     interval = args.reload_interval if args.reload_interval > 0 else 0.0
     worker = args.worker_index or 0
-    if worker:
-        from extproc.ops.workers import worker_address
-
-        listen = tuple(worker_address(address, worker) for address in listen)
+    listen = [address.worker(worker) for address in args.listen or pipeline.config.sidecar.listen_addresses]
     runner = asyncio.run
     if args.loop == "uvloop":
         try:
@@ -98,12 +95,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _supervise(args: argparse.Namespace, settings: SidecarSettings) -> int:
     """`serve` with several workers: check the handlers once in a child process (so this process never
     imports them and stays small), then run the workers."""
-    from extproc.ops.workers import supervise, worker_addresses
+    from extproc.ops.workers import supervise
 
     setup_logging(settings.log_level, _json_logs(args))
     try:
-        for address in tuple(args.listen) if args.listen else settings.listen:
-            worker_addresses(address, settings.workers)
+        for address in args.listen or settings.listen_addresses:
+            address.workers(settings.workers)
     except ValueError as exc:
         print(f"error: extproc.workers: {exc}", file=sys.stderr)
         return USAGE_EXIT
@@ -168,7 +165,7 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     from extproc.envoy import envoy_config
 
     pipeline = _load(args.config)
-    sidecar = args.sidecar or pipeline.config.sidecar.listen[0]
+    sidecar = args.sidecar or pipeline.config.sidecar.listen_addresses[0]
     try:
         bootstrap = envoy_config.bootstrap(
             pipeline,
@@ -207,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--listen",
         action="append",
+        type=_listen_address,
         metavar="ADDR",
         help="host:port or unix:/path (repeatable; overrides extproc.listen)",
     )
@@ -259,7 +257,12 @@ def parser() -> argparse.ArgumentParser:
     envoy.add_argument("--port", type=int, default=10000, help="Envoy's listener port")
     envoy.add_argument("--listen-address", default="0.0.0.0")
     envoy.add_argument("--admin-port", type=int, default=9901)
-    envoy.add_argument("--sidecar", default=None, help="the sidecar's address (default: extproc.listen[0])")
+    envoy.add_argument(
+        "--sidecar",
+        type=_listen_address,
+        default=None,
+        help="the sidecar's address (default: extproc.listen[0])",
+    )
     envoy.add_argument("--upstream", default="http://127.0.0.1:8000", help="upstream base URL")
     envoy.set_defaults(func=cmd_envoy_config)
 
@@ -275,6 +278,13 @@ def _seconds(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
     return value
+
+
+def _listen_address(text: str) -> ListenAddress:
+    try:
+        return ListenAddress.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _worker_index(text: str) -> int:

@@ -31,8 +31,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.envoy import envoy_config
 from extproc.ops.server import SERVICE_NAME
-from extproc.ops.workers import worker_addresses
 from extproc.request import pipeline as pipeline_module
+from extproc.settings.listen import ListenAddress
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
@@ -157,8 +157,8 @@ class DevStack:
         self.stop()
 
     @property
-    def sidecar_address(self) -> str:
-        return f"unix:{self.socket_path}"
+    def sidecar_address(self) -> ListenAddress:
+        return ListenAddress(path=str(self.socket_path))
 
     def start(self) -> DevStack:
         if self.children:
@@ -197,7 +197,7 @@ class DevStack:
 
     def _serve_command(self) -> list[str]:
         config = str(self.config_path)
-        serve = ["serve", "--config", config, "--listen", self.sidecar_address, *self.serve_args]
+        serve = ["serve", "--config", config, "--listen", str(self.sidecar_address), *self.serve_args]
         return [sys.executable, "-m", "extproc", *serve]
 
     def _spawn(self, name: str, command: list[str]) -> Child:
@@ -244,8 +244,8 @@ class DevStack:
 
     def _sidecar_serving(self) -> bool | None:
         """True once every worker (one, unless `extproc.workers` says more) answers SERVING."""
-        for address in worker_addresses(self.sidecar_address, self.workers):
-            with grpc.insecure_channel(address) as channel:
+        for address in self.sidecar_address.workers(self.workers):
+            with grpc.insecure_channel(str(address)) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 try:
                     reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)

@@ -16,9 +16,9 @@ import yaml
 
 from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
 from extproc.decisions import BodyMode
-from extproc.ops.workers import worker_addresses
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
+from extproc.settings.listen import ListenAddress
 from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE
 
 METADATA_NAMESPACE = "llm_extproc"
@@ -67,13 +67,6 @@ class Upstream:
     def authority(self) -> str:
         default = 443 if self.scheme == "https" else 80
         return self.host if self.port == default else f"{self.host}:{self.port}"
-
-
-def _address(sidecar: str) -> dict[str, Any]:
-    if sidecar.startswith("unix:"):
-        return {"pipe": {"path": sidecar[len("unix:") :]}}
-    host, _, port = sidecar.rpartition(":")
-    return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
 def _duration_ms(ms: int) -> str:
@@ -334,13 +327,13 @@ def _cluster(name: str, addresses: list[dict[str, Any]], buffer_limit: int, http
     return cluster
 
 
-def _sidecar_cluster(pipeline: Pipeline, sidecar: str, buffer_limit: int) -> dict[str, Any]:
+def _sidecar_cluster(pipeline: Pipeline, sidecar: ListenAddress, buffer_limit: int) -> dict[str, Any]:
     """The sidecar's cluster, one endpoint per worker; over TCP with `extproc.tls`, Envoy verifies the
     sidecar and (mTLS) shows its own certificate."""
-    addresses = worker_addresses(sidecar, pipeline.config.sidecar.workers)
-    cluster = _cluster(SIDECAR_CLUSTER, [_address(a) for a in addresses], buffer_limit, http2=True)
+    addresses = sidecar.workers(pipeline.config.sidecar.workers)
+    cluster = _cluster(SIDECAR_CLUSTER, [a.envoy_address() for a in addresses], buffer_limit, http2=True)
     tls = pipeline.config.sidecar.tls
-    if tls is None or sidecar.startswith("unix:"):
+    if tls is None or sidecar.is_unix:
         return cluster
     common: dict[str, Any] = {"alpn_protocols": ["h2"]}
     if tls.server_ca_file:
@@ -383,13 +376,15 @@ def bootstrap(
     *,
     listen_port: int,
     admin_port: int,
-    sidecar: str,
+    sidecar: str | ListenAddress,
     upstream: str,
     listen_address: str = "127.0.0.1",
     access_log_path: str = "/dev/stdout",
 ) -> dict[str, Any]:
-    """A complete static Envoy bootstrap: one listener, the sidecar's cluster and the upstream's."""
+    """A complete static Envoy bootstrap: one listener, the sidecar's cluster and the upstream's.
+    `sidecar` is where the sidecar listens (worker 0's address), or its string form."""
     target = Upstream.parse(upstream)
+    address = sidecar if isinstance(sidecar, ListenAddress) else ListenAddress.parse(sidecar)
     limit = pipeline.config.sidecar.max_request_bytes + _BUFFER_HEADROOM
     hcm = {
         "@type": HCM_TYPE,
@@ -407,7 +402,7 @@ def bootstrap(
         ],
     }
     clusters = [
-        _sidecar_cluster(pipeline, sidecar, limit + _GRPC_SLACK),
+        _sidecar_cluster(pipeline, address, limit + _GRPC_SLACK),
         _upstream_cluster(UPSTREAM_CLUSTER, target, limit),
     ]
     seen = set()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -20,8 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extproc.envoy.transport import ExternalProcessor
 from extproc.ops.reload import Reloader
-from extproc.ops.workers import worker_address
 from extproc.request.pipeline import Pipeline
+from extproc.settings.listen import ListenAddress
 from extproc.telemetry import metrics
 
 log = logging.getLogger("extproc.server")
@@ -35,15 +35,19 @@ class Sidecar:
     """Owns the gRPC server and the pipeline that new requests use.
 
     `reload_interval_s`: None, no reloading; 0, only on `request_reload()` (SIGHUP); else the
-    seconds between two looks at the config and handler files.
+    seconds between two looks at the config and handler files. `listen` takes addresses or their
+    string forms (`unix:/path`, `host:port`).
     """
 
     def __init__(
-        self, pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: float | None = None
+        self,
+        pipeline: Pipeline,
+        listen: Iterable[ListenAddress | str],
+        reload_interval_s: float | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.listen = listen
-        self.addresses: list[str] = []
+        self.listen = tuple(a if isinstance(a, ListenAddress) else ListenAddress.parse(a) for a in listen)
+        self.addresses: list[ListenAddress] = []  # as bound: the ports gRPC chose for port 0
         self.reloader: Reloader | None = None
         if reload_interval_s is not None:
             self.reloader = Reloader(pipeline.config.path, self.current, self._install, reload_interval_s)
@@ -91,32 +95,26 @@ class Sidecar:
             self.reloader.request()
 
     async def start(self) -> list[str]:
+        """Bind, serve and report SERVING; returns the bound addresses' string forms."""
         for address in self.listen:
-            if address.startswith("unix:"):
-                path = Path(address[len("unix:") :])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # a stale socket from a previous run
-                self._server.add_insecure_port(address)
+            if address.is_unix:
+                self._server.add_insecure_port(address.bind_target())
                 self.addresses.append(address)
             elif self._credentials is not None:
-                port = self._server.add_secure_port(address, self._credentials)
-                host = address.rpartition(":")[0]
-                self.addresses.append(f"{host}:{port}")
+                port = self._server.add_secure_port(address.bind_target(), self._credentials)
+                self.addresses.append(address.bound(port))
             else:
-                port = self._server.add_insecure_port(address)
-                host = address.rpartition(":")[0]
-                self.addresses.append(f"{host}:{port}")
+                port = self._server.add_insecure_port(address.bind_target())
+                self.addresses.append(address.bound(port))
         await self._server.start()
         for address in self.addresses:
-            if address.startswith("unix:"):
-                os.chmod(address[len("unix:") :], 0o660)
+            address.restrict_socket()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if self.reloader is not None:
             await self.reloader.prime()
             self._reload_task = asyncio.get_running_loop().create_task(self.reloader.run())
-        return self.addresses
+        return [str(address) for address in self.addresses]
 
     async def stop(self, grace: float) -> None:
         if self._reload_task is not None:
@@ -126,26 +124,27 @@ class Sidecar:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         for address in self.addresses:
-            if address.startswith("unix:"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(address[len("unix:") :])
+            address.remove_socket()
 
 
 async def serve(
-    pipeline: Pipeline, listen: tuple[str, ...], reload_interval_s: float | None = None, worker: int = 0
+    pipeline: Pipeline,
+    listen: Iterable[ListenAddress],
+    reload_interval_s: float | None = None,
+    worker: int = 0,
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads when reloading is on. Worker i of
     several serves its metrics on the configured port + i."""
     sidecar = Sidecar(pipeline, listen, reload_interval_s)
     addresses = await sidecar.start()
-    metrics_listen = pipeline.config.sidecar.metrics_listen
-    if metrics_listen:
+    metrics_address = pipeline.config.sidecar.metrics_address
+    if metrics_address is not None:
         metrics.watch_cache(lambda: [c for c in [sidecar.pipeline.cache.shared_cache] if c is not None])
         metrics.watch_tasks(asyncio.get_running_loop())
-        if worker and not metrics_listen.endswith(":0"):
-            metrics_listen = worker_address(metrics_listen, worker)
-        port = metrics.serve(metrics_listen)
-        log.info("metrics on http://%s:%d/metrics", metrics_listen.rpartition(":")[0], port)
+        if metrics_address.port != 0:  # port 0: every worker takes a free port of its own
+            metrics_address = metrics_address.worker(worker)
+        port = metrics.serve(str(metrics_address))
+        log.info("metrics on http://%s:%d/metrics", metrics_address.host, port)
     print(f"llm-extproc serving on {' '.join(addresses)}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,10 +1,11 @@
 """Several sidecar processes for several cores: where each worker listens, and the supervisor.
 
 With `extproc.workers: N`, `serve` starts N worker processes, each a whole sidecar on its own socket:
-worker 0 on the configured address, worker i on the port + i (TCP) or the socket path + `.i` (unix).
-The generated Envoy config lists all N as endpoints of the sidecar's cluster, and Envoy balances the
-ext_proc streams across them round robin. Workers share nothing in process: each has its own in-process
-cache, so counters that must be global (rate limits) need `extproc.cache.redis_url`.
+worker 0 on the configured address, worker i on the port + i (TCP) or the socket path + `.i` (unix), as
+`ListenAddress.worker` computes. The generated Envoy config lists all N as endpoints of the sidecar's
+cluster, and Envoy balances the ext_proc streams across them round robin. Workers share nothing in
+process: each has its own in-process cache, so counters that must be global (rate limits) need
+`extproc.cache.redis_url`.
 
 The supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker, restarts a worker that dies (after
 a backoff that grows while it keeps dying at start), and exits once every worker has exited.
@@ -23,6 +24,8 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from extproc.settings.listen import ListenAddress
+
 log = logging.getLogger("extproc.workers")
 
 WORKER_INDEX_OPTION = "--worker-index"
@@ -31,27 +34,11 @@ _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 10.0
 _STABLE_AFTER_S = 30.0  # a worker that ran this long before dying restarts at once
 _KILL_AFTER_GRACE_S = 5.0
-_MAX_PORT = 65535
 
 
 def worker_address(address: str, index: int) -> str:
-    """Where worker `index` listens when the configured address is `address` (worker 0: as is)."""
-    if index == 0:
-        return address
-    if address.startswith("unix:"):
-        return f"{address}.{index}"
-    host, _, port = address.rpartition(":")
-    if int(port) == 0:
-        raise ValueError(f"{address}: several workers need a fixed port (worker i listens on port + i)")
-    if int(port) + index > _MAX_PORT:
-        raise ValueError(
-            f"{address}: worker {index} would listen on port {int(port) + index}, above {_MAX_PORT}"
-        )
-    return f"{host}:{int(port) + index}"
-
-
-def worker_addresses(address: str, count: int) -> list[str]:
-    return [worker_address(address, index) for index in range(count)]
+    """Where worker `index` listens, in the string form `--listen` takes (see `ListenAddress.worker`)."""
+    return str(ListenAddress.parse(address).worker(index))
 
 
 _PR_SET_PDEATHSIG = 1

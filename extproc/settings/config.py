@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from extproc.ops.workers import worker_address
 from extproc.settings.auth import SETTABLE_FIELDS, AuthSources, MetadataSource
+from extproc.settings.listen import ListenAddress
 
 
 class ConfigError(Exception):
@@ -65,7 +65,7 @@ class CacheSettings:
 
 @dataclass(frozen=True, slots=True)
 class SidecarSettings:
-    """The `extproc:` section."""
+    """The `extproc:` section. Addresses are kept in their string form (`ListenAddress` prints it)."""
 
     listen: tuple[str, ...] = ("127.0.0.1:50051",)
     max_request_bytes: int = 32 * 1024 * 1024
@@ -84,8 +84,16 @@ class SidecarSettings:
     handler_paths: tuple[Path, ...] = ()
     # Set: one ext_proc message per request (no request-headers message); only these headers reach hooks.
     forward_headers: tuple[str, ...] | None = None
-    # Sidecar processes, each on its own socket (extproc/workers.py); Envoy balances across them.
+    # Sidecar processes, each on its own socket (extproc/ops/workers.py); Envoy balances across them.
     workers: int = 1
+
+    @property
+    def listen_addresses(self) -> tuple[ListenAddress, ...]:
+        return tuple(ListenAddress.parse(address) for address in self.listen)
+
+    @property
+    def metrics_address(self) -> ListenAddress | None:
+        return None if self.metrics_listen is None else ListenAddress.parse_tcp(self.metrics_listen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +183,10 @@ def _listen(value: Any, where: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
         raise ConfigError(f"{where}: expected an address or a list of addresses")
-    for item in items:
-        if item.startswith("unix:"):
-            if len(item) <= len("unix:"):
-                raise ConfigError(f"{where}: {item!r} needs a socket path")
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ConfigError(f"{where}: {item!r} is neither host:port nor unix:/path")
-    return tuple(items)
+    try:
+        return tuple(str(ListenAddress.parse(item)) for item in items)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _auth(raw: dict[str, Any], where: str) -> AuthSources:
@@ -245,10 +248,12 @@ def _tls(value: Any) -> TlsSettings | None:
 def _metrics_listen(value: Any) -> str | None:
     if value is None:
         return None
-    _host, sep, port = str(value).rpartition(":")
-    if not isinstance(value, str) or not sep or not port.isdigit():
+    if not isinstance(value, str):
         raise ConfigError(f"extproc.metrics_listen: expected host:port, got {value!r}")
-    return value
+    try:
+        return str(ListenAddress.parse_tcp(value))
+    except ValueError as exc:
+        raise ConfigError(f"extproc.metrics_listen: {exc}") from None
 
 
 def _cache(raw: dict[str, Any]) -> CacheSettings:
@@ -339,6 +344,28 @@ def _workers(value: Any) -> int:
     return workers
 
 
+def _check_workers(settings: SidecarSettings, warnings: list[str]) -> None:
+    """Several workers: every listen address, and the metrics one unless it takes any free port, needs
+    room for a neighbour per worker (extproc/ops/workers.py)."""
+    if settings.workers == 1:
+        return
+    listen = settings.listen_addresses
+    if any(not address.is_unix and address.port == 0 for address in listen):
+        raise ConfigError("extproc.workers: several workers need fixed ports in extproc.listen")
+    metrics = settings.metrics_address
+    fixed = (*listen, metrics) if metrics is not None and metrics.port != 0 else listen
+    try:
+        for address in fixed:
+            address.worker(settings.workers - 1)
+    except ValueError as exc:
+        raise ConfigError(f"extproc.workers: {exc}") from None
+    if settings.cache.redis_url is None:
+        warnings.append(
+            "extproc.workers: without extproc.cache.redis_url every worker keeps its own cache, "
+            "so rate limits count per worker"
+        )
+
+
 def _callbacks(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else (value or [])
     if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
@@ -378,23 +405,7 @@ def parse(raw: Any, path: Path) -> Config:
     warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
     callbacks = _callbacks(litellm.get("callbacks"))
     sidecar = _sidecar(_mapping(doc.get("extproc"), "extproc"), warnings, path.parent)
-    if sidecar.workers > 1:
-        fixed = [a for a in sidecar.listen if a.startswith("unix:") or not a.endswith(":0")]
-        if len(fixed) != len(sidecar.listen):
-            raise ConfigError("extproc.workers: several workers need fixed ports in extproc.listen")
-        last = sidecar.workers - 1
-        try:
-            for address in sidecar.listen:
-                worker_address(address, last)
-            if sidecar.metrics_listen and not sidecar.metrics_listen.endswith(":0"):
-                worker_address(sidecar.metrics_listen, last)
-        except ValueError as exc:
-            raise ConfigError(f"extproc.workers: {exc}") from None
-        if sidecar.cache.redis_url is None:
-            warnings.append(
-                "extproc.workers: without extproc.cache.redis_url every worker keeps its own cache, "
-                "so rate limits count per worker"
-            )
+    _check_workers(sidecar, warnings)
     warnings += [
         f"extproc.handlers.{ref}: not a configured callback"
         for ref in sidecar.handlers.keys() - set(callbacks)

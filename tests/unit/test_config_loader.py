@@ -388,3 +388,63 @@ def test_workers_without_a_shared_cache_warn_that_limits_count_per_worker(tmp_pa
         write(tmp_path, "b.yaml", "extproc: {workers: 3, cache: {redis_url: 'redis://127.0.0.1:6379'}}")
     )
     assert shared.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "listen", "metrics"),
+    [
+        ("extproc: {}", ("127.0.0.1:50051",), None),
+        ("extproc: {listen: 'unix:/run/x.sock', metrics_listen: ':9090'}", ("unix:/run/x.sock",), ":9090"),
+        ("extproc: {listen: ['h:09000', 'unix:/s']}", ("h:9000", "unix:/s"), None),
+    ],
+)
+def test_listen_addresses_are_kept_in_their_string_form(tmp_path, text, listen, metrics):
+    from extproc.settings.listen import ListenAddress
+
+    sidecar = config.load(write(tmp_path, "config.yaml", text)).sidecar
+    assert sidecar.listen == listen
+    assert sidecar.listen_addresses == tuple(ListenAddress.parse(a) for a in listen)
+    assert sidecar.metrics_listen == metrics
+    assert sidecar.metrics_address == (None if metrics is None else ListenAddress.parse_tcp(metrics))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("extproc: {listen: 'unix:'}", "extproc.listen: 'unix:' needs a socket path"),
+        ("extproc: {listen: []}", "extproc.listen: expected an address or a list of addresses"),
+        ("extproc: {metrics_listen: 9090}", "extproc.metrics_listen: expected host:port, got 9090"),
+        ("extproc: {metrics_listen: 'unix:/m'}", "extproc.metrics_listen: expected host:port, got 'unix:/m'"),
+        (
+            "extproc: {workers: 2, listen: ['127.0.0.1:0']}",
+            "extproc.workers: several workers need fixed ports in extproc.listen",
+        ),
+        (
+            "extproc: {workers: 3, listen: ['127.0.0.1:65534']}",
+            "extproc.workers: 127.0.0.1:65534: worker 2 would listen on port 65536, above 65535",
+        ),
+    ],
+)
+def test_listen_errors_read_as_before(tmp_path, text, message):
+    path = write(tmp_path, "config.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_several_workers_with_any_free_metrics_port_load(tmp_path):
+    text = "extproc: {workers: 2, listen: ['unix:/s'], metrics_listen: '127.0.0.1:0'}"
+    loaded = config.load(write(tmp_path, "config.yaml", text))
+    assert loaded.sidecar.workers == 2
+    assert any("rate limits count per worker" in warning for warning in loaded.warnings)
+
+
+def test_settings_import_nothing_from_the_layers_above():
+    import json
+    import subprocess
+    import sys
+
+    probe = "import json, sys, extproc.settings.config; print(json.dumps(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    above = ("extproc.ops", "extproc.request", "extproc.envoy", "extproc.devtools")
+    assert [name for name in json.loads(run.stdout) if name.startswith(above)] == []

@@ -249,3 +249,13 @@ def test_every_worker_is_an_endpoint_of_the_sidecar_cluster(tmp_path):
         endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         assert [e["endpoint"]["address"] for e in endpoints] == expected
         assert validate(tmp_path, bootstrap).returncode == 0
+
+
+def test_sidecar_address_as_a_value(tmp_path):
+    from extproc.settings.listen import ListenAddress
+
+    built = build(tmp_path, "litellm_settings: {callbacks: [h.h]}", {"h.py": PRE_CALL_HOOK})
+    for text in ("unix:/tmp/x.sock", "127.0.0.1:7000"):
+        assert generate(built, sidecar=ListenAddress.parse(text)) == generate(built, sidecar=text)
+    with pytest.raises(ValueError, match="neither host:port nor unix:/path"):
+        generate(built, sidecar="nonsense")
