@@ -3,7 +3,8 @@
 Every rule of extproc-facts.md that lives in Envoy's config is applied here: a complete static
 processing mode asking only for the phases the hooks use, `allow_mode_override`, explicit message
 timeouts with a `max_message_timeout` for overrides, metadata namespaces listed so they are not
-dropped, buffer limits sized to the body limit, and an OpenAI-shaped body for Envoy's own 413.
+dropped, buffer limits sized to the body limit, and an OpenAI-shaped body for Envoy's own 413
+(extproc/envoy/local_replies.py).
 """
 
 from __future__ import annotations
@@ -15,25 +16,18 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
-from extproc.decisions import BodyMode
+from extproc.decisions import METADATA_NAMESPACE, BodyMode
+from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
 from extproc.settings.listen import ListenAddress
+from extproc.settings.sizing import ENVOY_BODY_HEADROOM, EXT_PROC_MESSAGE_OVERHEAD
 from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE
 
-METADATA_NAMESPACE = "llm_extproc"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 SIDECAR_CLUSTER = "llm_extproc"
 UPSTREAM_CLUSTER = "upstream"
-_GRPC_SLACK = 1024 * 1024
-# Envoy buffers a little more than the sidecar accepts: the sidecar answers bodies over its limit with its
-# own 413, and a hook may grow an accepted body (a system prompt, a rewrite) without Envoy refusing it.
-_BUFFER_HEADROOM = 1024 * 1024
 _MESSAGE_TIMEOUT_MARGIN_MS = 500
-# What Envoy answers when it cannot reach the sidecar or the sidecar fails (ext_proc status_on_error).
-SIDECAR_ERROR_STATUS = 503
-# Envoy response flags of its own upstream failures (connect, no host, overflow, retries, timeout).
-UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UT")
 
 _TYPE = "type.googleapis.com/envoy.extensions"
 HCM_TYPE = f"{_TYPE}.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -43,7 +37,6 @@ ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
 HEADER_TO_METADATA_TYPE = f"{_TYPE}.filters.http.header_to_metadata.v3.Config"
 HTTP_OPTIONS_TYPE = f"{_TYPE}.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
-FILE_LOG_TYPE = f"{_TYPE}.access_loggers.file.v3.FileAccessLog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,103 +201,6 @@ def deployment_clusters(pipeline: Pipeline) -> list[tuple[Target, str, str]]:
     return out
 
 
-def _status_is(status: int, runtime_key: str) -> dict[str, Any]:
-    value = {"default_value": status, "runtime_key": runtime_key}
-    return {"status_code_filter": {"comparison": {"op": "EQ", "value": value}}}
-
-
-def _envelope(status: int, message: str, kind: str, param: str | None) -> dict[str, Any]:
-    """The OpenAI error envelope as Envoy's local reply body; `code` written as a string on purpose
-    (Envoy would type a lone %RESPONSE_CODE% as a number)."""
-    error = {"message": message, "type": kind, "param": param, "code": str(status)}
-    return {"content_type": "application/json", "json_format": {"error": error}}
-
-
-def local_replies(pipeline: Pipeline) -> dict[str, Any]:
-    """Envoy's own error replies in the OpenAI envelope: a body too large, the upstream or the sidecar
-    unreachable. The sidecar's own answers always carry its metadata, so a reply without it is Envoy's."""
-    limit = pipeline.config.sidecar.max_request_bytes
-    too_large = {
-        "filter": _status_is(413, "llm_extproc.local_reply.413"),
-        "body_format_override": _envelope(
-            413,
-            f"Request body too large: the limit is {limit} bytes",
-            "invalid_request_error",
-            "request_body",
-        ),
-    }
-    upstream_failed = [
-        {
-            "filter": {
-                "and_filter": {
-                    "filters": [
-                        _status_is(status, f"llm_extproc.local_reply.{status}"),
-                        {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
-                    ]
-                }
-            },
-            "body_format_override": _envelope(status, "%LOCAL_REPLY_BODY%", "internal_server_error", None),
-        }
-        for status in (502, 503, 504)
-    ]
-    without_sidecar_metadata = {
-        "metadata_filter": {
-            "match_if_key_not_found": True,
-            "matcher": {
-                "filter": METADATA_NAMESPACE,
-                "path": [{"key": "verdict"}],
-                "value": {"string_match": {"safe_regex": {"regex": "^$"}}},
-            },
-        }
-    }
-    sidecar_failed = [
-        {
-            "filter": {
-                "and_filter": {
-                    "filters": [
-                        _status_is(status, f"llm_extproc.local_reply.sidecar.{status}"),
-                        without_sidecar_metadata,
-                    ]
-                }
-            },
-            "body_format_override": _envelope(status, message, "internal_server_error", None),
-        }
-        for status, message in (
-            (SIDECAR_ERROR_STATUS, "llm-extproc is unavailable: the request was not processed"),
-            (504, "llm-extproc did not answer in time: the request was not processed"),
-        )
-    ]
-    # Envoy's own 400 (a request it cannot parse or route, e.g. a path with %00).
-    bad_request = {
-        "filter": {"and_filter": {"filters": [_status_is(400, "llm_extproc.local_reply.400"),
-                                              without_sidecar_metadata]}},
-        "body_format_override": _envelope(400, "%LOCAL_REPLY_BODY%", "invalid_request_error", None),
-    }  # fmt: skip
-    return {"mappers": [too_large, *upstream_failed, *sidecar_failed, bad_request]}
-
-
-def access_log(path: str) -> list[dict[str, Any]]:
-    fields = {
-        "time": "%START_TIME%",
-        "request_id": "%REQ(X-REQUEST-ID)%",
-        "method": "%REQ(:METHOD)%",
-        "path": "%REQ(:PATH)%",
-        "status": "%RESPONSE_CODE%",
-        "details": "%RESPONSE_CODE_DETAILS%",
-        "flags": "%RESPONSE_FLAGS%",
-        "duration_ms": "%DURATION%",
-        "upstream": "%UPSTREAM_HOST%",
-        "llm_extproc": f"%DYNAMIC_METADATA({METADATA_NAMESPACE})%",
-        "ext_proc_timing": f"%FILTER_STATE({EXT_PROC_FILTER}:PLAIN)%",
-    }
-    return [
-        {
-            "name": "envoy.access_loggers.file",
-            "typed_config": {"@type": FILE_LOG_TYPE, "path": path, "log_format": {"json_format": fields}},
-        }
-    ]
-
-
 def _cluster(name: str, addresses: list[dict[str, Any]], buffer_limit: int, http2: bool) -> dict[str, Any]:
     """A cluster of these endpoints (several: balanced round robin, Envoy's default)."""
     cluster: dict[str, Any] = {
@@ -385,14 +281,14 @@ def bootstrap(
     `sidecar` is where the sidecar listens (worker 0's address), or its string form."""
     target = Upstream.parse(upstream)
     address = sidecar if isinstance(sidecar, ListenAddress) else ListenAddress.parse(sidecar)
-    limit = pipeline.config.sidecar.max_request_bytes + _BUFFER_HEADROOM
+    limit = pipeline.config.sidecar.max_request_bytes + ENVOY_BODY_HEADROOM
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "llm",
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
-        "access_log": access_log(access_log_path),
+        "access_log": access_log(access_log_path, EXT_PROC_FILTER),
         "local_reply_config": local_replies(pipeline),
         "route_config": route_config(pipeline, target),
         "http_filters": [
@@ -402,7 +298,7 @@ def bootstrap(
         ],
     }
     clusters = [
-        _sidecar_cluster(pipeline, address, limit + _GRPC_SLACK),
+        _sidecar_cluster(pipeline, address, limit + EXT_PROC_MESSAGE_OVERHEAD),
         _upstream_cluster(UPSTREAM_CLUSTER, target, limit),
     ]
     seen = set()

@@ -22,13 +22,12 @@ from extproc.envoy.transport import ExternalProcessor
 from extproc.ops.reload import Reloader
 from extproc.request.pipeline import Pipeline
 from extproc.settings.listen import ListenAddress
+from extproc.settings.sizing import SIDECAR_MESSAGE_SLACK
 from extproc.telemetry import metrics
 
 log = logging.getLogger("extproc.server")
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
-# Room for what Envoy may buffer beyond the body limit (its 1 MiB headroom) and the protobuf framing.
-_GRPC_SLACK = 4 * 1024 * 1024
 
 
 class Sidecar:
@@ -52,7 +51,7 @@ class Sidecar:
         if reload_interval_s is not None:
             self.reloader = Reloader(pipeline.config.path, self.current, self._install, reload_interval_s)
         self._reload_task: asyncio.Task[None] | None = None
-        limit = pipeline.config.sidecar.max_request_bytes + _GRPC_SLACK
+        limit = pipeline.config.sidecar.max_request_bytes + SIDECAR_MESSAGE_SLACK
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),

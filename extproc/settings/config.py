@@ -1,6 +1,7 @@
 """Config: LiteLLM's proxy config YAML as it is, plus an `extproc:` section for the sidecar.
 
-Unknown keys are reported as warnings, never fatal. `os.environ/NAME` strings are resolved.
+Unknown keys are reported as warnings, never fatal. `os.environ/NAME` strings are resolved. The
+`extproc:` section is read by extproc/settings/sidecar.py; its types are importable from here too.
 """
 
 from __future__ import annotations
@@ -12,12 +13,30 @@ from typing import Any
 
 import yaml
 
-from extproc.settings.auth import SETTABLE_FIELDS, AuthSources, MetadataSource
-from extproc.settings.listen import ListenAddress
+from extproc.settings.checks import ConfigError, boolean, mapping
+from extproc.settings.sidecar import (
+    MAX_WORKERS,
+    CacheSettings,
+    HandlerPolicy,
+    SidecarSettings,
+    TlsSettings,
+    parse_sidecar,
+)
 
-
-class ConfigError(Exception):
-    """A config problem, naming the file and key at fault."""
+__all__ = [
+    "ENV_PREFIX",
+    "MAX_WORKERS",
+    "CacheSettings",
+    "Config",
+    "ConfigError",
+    "Deployment",
+    "HandlerPolicy",
+    "SidecarSettings",
+    "TlsSettings",
+    "load",
+    "parse",
+    "resolve_env",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,73 +46,6 @@ class Deployment:
     model_name: str
     litellm_params: dict[str, Any]
     model_info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerPolicy:
-    """Per-handler overrides: its own timeout, and whether its timeouts and crashes let requests through."""
-
-    timeout_ms: int | None = None
-    fail_open: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """`extproc.tls`: TLS on the sidecar's TCP listeners; mTLS when `client_ca_file` is set.
-
-    The `envoy_*`/`server_*` files are what the generated Envoy config uses to reach the sidecar.
-    """
-
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None
-    server_ca_file: str | None = None
-    server_name: str = "llm-extproc"
-    envoy_cert_file: str | None = None
-    envoy_key_file: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSettings:
-    """`extproc.cache`: where `DualCache` shares state across replicas (none: in-process only)."""
-
-    redis_url: str | None = None
-    on_unavailable: str = "local"  # "local": keep counting in-process; "deny": fail hooks with a 503
-    timeout_ms: int = 250
-
-
-@dataclass(frozen=True, slots=True)
-class SidecarSettings:
-    """The `extproc:` section. Addresses are kept in their string form (`ListenAddress` prints it)."""
-
-    listen: tuple[str, ...] = ("127.0.0.1:50051",)
-    max_request_bytes: int = 32 * 1024 * 1024
-    max_json_depth: int = 128
-    max_stream_hold_bytes: int = 1024 * 1024
-    hook_timeout_ms: int = 5000
-    failure_mode_allow: bool = False
-    grace_seconds: float = 10.0
-    log_level: str = "info"
-    auth: AuthSources = field(default_factory=AuthSources)
-    handlers: dict[str, HandlerPolicy] = field(default_factory=dict)
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    routing: bool = False
-    metrics_listen: str | None = None
-    tls: TlsSettings | None = None
-    handler_paths: tuple[Path, ...] = ()
-    # Set: one ext_proc message per request (no request-headers message); only these headers reach hooks.
-    forward_headers: tuple[str, ...] | None = None
-    # Sidecar processes, each on its own socket (extproc/ops/workers.py); Envoy balances across them.
-    workers: int = 1
-
-    @property
-    def listen_addresses(self) -> tuple[ListenAddress, ...]:
-        return tuple(ListenAddress.parse(address) for address in self.listen)
-
-    @property
-    def metrics_address(self) -> ListenAddress | None:
-        return None if self.metrics_listen is None else ListenAddress.parse_tcp(self.metrics_listen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,26 +74,6 @@ _TOP_KEYS = {
 }
 _LITELLM_USED = {"callbacks"}
 _GENERAL_USED = {"enforce_user_param"}
-_SIDECAR_KEYS = {
-    "listen",
-    "max_request_bytes",
-    "max_json_depth",
-    "hook_timeout_ms",
-    "failure_mode_allow",
-    "grace_seconds",
-    "log_level",
-    "auth",
-    "handlers",
-    "max_stream_hold_bytes",
-    "cache",
-    "routing",
-    "metrics_listen",
-    "tls",
-    "handler_paths",
-    "forward_headers",
-    "workers",
-}
-_LOG_LEVELS = {"debug", "info", "warning", "error"}
 ENV_PREFIX = "os.environ/"
 
 
@@ -159,213 +91,6 @@ def resolve_env(value: Any, where: str) -> Any:
     return value
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _int(value: Any, where: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    return value
-
-
-def _listen(value: Any, where: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
-        raise ConfigError(f"{where}: expected an address or a list of addresses")
-    try:
-        return tuple(str(ListenAddress.parse(item)) for item in items)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _auth(raw: dict[str, Any], where: str) -> AuthSources:
-    headers: list[tuple[str, str]] = []
-    metadata: list[tuple[str, MetadataSource]] = []
-    for key, value in raw.items():
-        if key not in ("headers", "metadata"):
-            raise ConfigError(f"{where}.{key}: unknown key (expected 'headers' or 'metadata')")
-        for name, spec in _mapping(value, f"{where}.{key}").items():
-            at = f"{where}.{key}.{name}"
-            if name not in SETTABLE_FIELDS:
-                raise ConfigError(f"{at}: UserAPIKeyAuth has no settable field {name!r}")
-            if not isinstance(spec, str) or not spec:
-                raise ConfigError(f"{at}: expected a string")
-            if key == "headers":
-                headers.append((name, spec.lower()))
-            else:
-                try:
-                    metadata.append((name, MetadataSource.parse(spec)))
-                except ValueError as exc:
-                    raise ConfigError(f"{at}: {exc}") from None
-    return AuthSources(tuple(headers), tuple(metadata))
-
-
-def _handler_policies(raw: dict[str, Any]) -> dict[str, HandlerPolicy]:
-    policies = {}
-    for reference, options in raw.items():
-        where = f"extproc.handlers.{reference}"
-        options = _mapping(options, where)
-        for key in options.keys() - {"timeout_ms", "fail_open", "options"}:
-            raise ConfigError(f"{where}.{key}: unknown key (expected 'timeout_ms', 'fail_open' or 'options')")
-        timeout = options.get("timeout_ms")
-        policies[str(reference)] = HandlerPolicy(
-            timeout_ms=None if timeout is None else _int(timeout, f"{where}.timeout_ms"),
-            fail_open=_bool(options.get("fail_open", False), f"{where}.fail_open"),
-            options=_mapping(options.get("options"), f"{where}.options"),
-        )
-    return policies
-
-
-def _tls(value: Any) -> TlsSettings | None:
-    if value is None:
-        return None
-    raw = _mapping(value, "extproc.tls")
-    known = {f for f in TlsSettings.__dataclass_fields__}
-    for key in raw.keys() - known:
-        raise ConfigError(f"extproc.tls.{key}: unknown key (expected one of {', '.join(sorted(known))})")
-    for key in ("cert_file", "key_file"):
-        if not isinstance(raw.get(key), str):
-            raise ConfigError(f"extproc.tls.{key}: required")
-    for key, path in raw.items():
-        if key.endswith("_file") and not Path(str(path)).is_file():
-            raise ConfigError(f"extproc.tls.{key}: {path} is not a readable file")
-    if (raw.get("envoy_cert_file") is None) != (raw.get("envoy_key_file") is None):
-        raise ConfigError("extproc.tls: envoy_cert_file and envoy_key_file go together")
-    return TlsSettings(**{k: str(v) for k, v in raw.items()})
-
-
-def _metrics_listen(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"extproc.metrics_listen: expected host:port, got {value!r}")
-    try:
-        return str(ListenAddress.parse_tcp(value))
-    except ValueError as exc:
-        raise ConfigError(f"extproc.metrics_listen: {exc}") from None
-
-
-def _cache(raw: dict[str, Any]) -> CacheSettings:
-    for key in raw.keys() - {"redis_url", "on_unavailable", "timeout_ms"}:
-        raise ConfigError(
-            f"extproc.cache.{key}: unknown key (expected redis_url, on_unavailable, timeout_ms)"
-        )
-    url = raw.get("redis_url")
-    if url is not None and (
-        not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
-    ):
-        raise ConfigError(
-            f"extproc.cache.redis_url: expected redis://, rediss:// or unix:// URL, got {url!r}"
-        )
-    mode = raw.get("on_unavailable", "local")
-    if mode not in ("local", "deny"):
-        raise ConfigError(f"extproc.cache.on_unavailable: expected 'local' or 'deny', got {mode!r}")
-    return CacheSettings(url, mode, _int(raw.get("timeout_ms", 250), "extproc.cache.timeout_ms"))
-
-
-def _forward_headers(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v and ":" not in v for v in value):
-        raise ConfigError("extproc.forward_headers: expected a list of header names")
-    return tuple(
-        dict.fromkeys(["content-type", "content-encoding", "x-request-id", *(v.lower() for v in value)])
-    )
-
-
-def _handler_paths(value: Any, base: Path) -> tuple[Path, ...]:
-    items = [value] if isinstance(value, str) else (value or [])
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise ConfigError("extproc.handler_paths: expected a folder or a list of folders")
-    paths = tuple((base / item).resolve() for item in items)
-    for path in paths:
-        if not path.is_dir():
-            raise ConfigError(f"extproc.handler_paths: {path} is not a folder")
-    return paths
-
-
-def _sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> SidecarSettings:
-    defaults = SidecarSettings()
-    for key in raw.keys() - _SIDECAR_KEYS:
-        warnings.append(f"extproc.{key}: unknown key, ignored")
-    level = raw.get("log_level", defaults.log_level)
-    if level not in _LOG_LEVELS:
-        raise ConfigError(f"extproc.log_level: expected one of {sorted(_LOG_LEVELS)}, got {level!r}")
-    grace = raw.get("grace_seconds", defaults.grace_seconds)
-    if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
-        raise ConfigError(f"extproc.grace_seconds: expected a number >= 0, got {grace!r}")
-    return SidecarSettings(
-        listen=_listen(raw.get("listen", list(defaults.listen)), "extproc.listen"),
-        max_request_bytes=_int(
-            raw.get("max_request_bytes", defaults.max_request_bytes), "extproc.max_request_bytes", 1024
-        ),
-        max_json_depth=_int(raw.get("max_json_depth", defaults.max_json_depth), "extproc.max_json_depth", 2),
-        max_stream_hold_bytes=_int(
-            raw.get("max_stream_hold_bytes", defaults.max_stream_hold_bytes),
-            "extproc.max_stream_hold_bytes",
-            1024,
-        ),
-        hook_timeout_ms=_int(raw.get("hook_timeout_ms", defaults.hook_timeout_ms), "extproc.hook_timeout_ms"),
-        failure_mode_allow=_bool(
-            raw.get("failure_mode_allow", defaults.failure_mode_allow), "extproc.failure_mode_allow"
-        ),
-        grace_seconds=float(grace),
-        log_level=level,
-        auth=_auth(_mapping(raw.get("auth"), "extproc.auth"), "extproc.auth"),
-        handlers=_handler_policies(_mapping(raw.get("handlers"), "extproc.handlers")),
-        cache=_cache(_mapping(raw.get("cache"), "extproc.cache")),
-        routing=_bool(raw.get("routing", False), "extproc.routing"),
-        metrics_listen=_metrics_listen(raw.get("metrics_listen")),
-        tls=_tls(raw.get("tls")),
-        handler_paths=_handler_paths(raw.get("handler_paths"), base),
-        forward_headers=_forward_headers(raw.get("forward_headers")),
-        workers=_workers(raw.get("workers", defaults.workers)),
-    )
-
-
-MAX_WORKERS = 64
-
-
-def _workers(value: Any) -> int:
-    workers = _int(value, "extproc.workers")
-    if workers > MAX_WORKERS:
-        raise ConfigError(f"extproc.workers: at most {MAX_WORKERS}, got {workers}")
-    return workers
-
-
-def _check_workers(settings: SidecarSettings, warnings: list[str]) -> None:
-    """Several workers: every listen address, and the metrics one unless it takes any free port, needs
-    room for a neighbour per worker (extproc/ops/workers.py)."""
-    if settings.workers == 1:
-        return
-    listen = settings.listen_addresses
-    if any(not address.is_unix and address.port == 0 for address in listen):
-        raise ConfigError("extproc.workers: several workers need fixed ports in extproc.listen")
-    metrics = settings.metrics_address
-    fixed = (*listen, metrics) if metrics is not None and metrics.port != 0 else listen
-    try:
-        for address in fixed:
-            address.worker(settings.workers - 1)
-    except ValueError as exc:
-        raise ConfigError(f"extproc.workers: {exc}") from None
-    if settings.cache.redis_url is None:
-        warnings.append(
-            "extproc.workers: without extproc.cache.redis_url every worker keeps its own cache, "
-            "so rate limits count per worker"
-        )
-
-
 def _callbacks(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else (value or [])
     if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
@@ -381,31 +106,30 @@ def _model_list(value: Any) -> tuple[Deployment, ...]:
     deployments = []
     for i, entry in enumerate(value):
         where = f"model_list[{i}]"
-        entry = _mapping(entry, where)
+        entry = mapping(entry, where)
         name = entry.get("model_name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}.model_name: expected a non-empty string")
-        params = _mapping(entry.get("litellm_params"), f"{where}.litellm_params")
+        params = mapping(entry.get("litellm_params"), f"{where}.litellm_params")
         if not isinstance(params.get("model"), str):
             raise ConfigError(f"{where}.litellm_params.model: expected a string")
-        deployments.append(Deployment(name, params, _mapping(entry.get("model_info"), f"{where}.model_info")))
+        deployments.append(Deployment(name, params, mapping(entry.get("model_info"), f"{where}.model_info")))
     return tuple(deployments)
 
 
 def parse(raw: Any, path: Path) -> Config:
     """Validate a decoded config document."""
-    doc = _mapping(raw, "config")
+    doc = mapping(raw, "config")
     warnings = [f"{key}: unknown top-level key, ignored" for key in doc.keys() - _TOP_KEYS]
-    for name, value in _mapping(doc.get("environment_variables"), "environment_variables").items():
+    for name, value in mapping(doc.get("environment_variables"), "environment_variables").items():
         os.environ.setdefault(str(name), str(value))
     doc = resolve_env(doc, "config")
-    litellm = _mapping(doc.get("litellm_settings"), "litellm_settings")
-    general = _mapping(doc.get("general_settings"), "general_settings")
+    litellm = mapping(doc.get("litellm_settings"), "litellm_settings")
+    general = mapping(doc.get("general_settings"), "general_settings")
     warnings += [f"litellm_settings.{k}: not used by llm-extproc" for k in litellm.keys() - _LITELLM_USED]
     warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
     callbacks = _callbacks(litellm.get("callbacks"))
-    sidecar = _sidecar(_mapping(doc.get("extproc"), "extproc"), warnings, path.parent)
-    _check_workers(sidecar, warnings)
+    sidecar = parse_sidecar(mapping(doc.get("extproc"), "extproc"), warnings, path.parent)
     warnings += [
         f"extproc.handlers.{ref}: not a configured callback"
         for ref in sidecar.handlers.keys() - set(callbacks)
@@ -413,7 +137,7 @@ def parse(raw: Any, path: Path) -> Config:
     return Config(
         path=path,
         callbacks=callbacks,
-        enforce_user_param=_bool(
+        enforce_user_param=boolean(
             general.get("enforce_user_param", False), "general_settings.enforce_user_param"
         ),
         model_list=_model_list(doc.get("model_list")),

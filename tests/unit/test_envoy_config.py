@@ -251,6 +251,24 @@ def test_every_worker_is_an_endpoint_of_the_sidecar_cluster(tmp_path):
         assert validate(tmp_path, bootstrap).returncode == 0
 
 
+def test_buffer_limits_follow_the_body_limit(tmp_path):
+    from extproc.settings.sizing import ENVOY_BODY_HEADROOM, EXT_PROC_MESSAGE_OVERHEAD, MIB
+
+    built = build(
+        tmp_path,
+        "litellm_settings: {callbacks: [h.h]}\nextproc: {max_request_bytes: 65536}",
+        {"h.py": PRE_CALL_HOOK},
+    )
+    resources = generate(built)["static_resources"]
+    clusters = {c["name"]: c["per_connection_buffer_limit_bytes"] for c in resources["clusters"]}
+    assert resources["listeners"][0]["per_connection_buffer_limit_bytes"] == 65536 + MIB
+    assert clusters == {
+        envoy_config.UPSTREAM_CLUSTER: 65536 + MIB,
+        envoy_config.SIDECAR_CLUSTER: 65536 + 2 * MIB,
+    }
+    assert (ENVOY_BODY_HEADROOM, EXT_PROC_MESSAGE_OVERHEAD) == (MIB, MIB)
+
+
 def test_sidecar_address_as_a_value(tmp_path):
     from extproc.settings.listen import ListenAddress
 

@@ -1,0 +1,114 @@
+"""What Envoy answers and writes on its own: its local replies in the OpenAI error envelope, and its
+access log (used by extproc/envoy/envoy_config.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc.decisions import METADATA_NAMESPACE, VERDICT
+from extproc.request.pipeline import Pipeline
+
+# What Envoy answers when it cannot reach the sidecar or the sidecar fails (ext_proc status_on_error).
+SIDECAR_ERROR_STATUS = 503
+# Envoy response flags of its own upstream failures (connect, no host, overflow, retries, timeout).
+UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UT")
+FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+
+
+def _status_is(status: int, runtime_key: str) -> dict[str, Any]:
+    value = {"default_value": status, "runtime_key": runtime_key}
+    return {"status_code_filter": {"comparison": {"op": "EQ", "value": value}}}
+
+
+def _envelope(status: int, message: str, kind: str, param: str | None) -> dict[str, Any]:
+    """The OpenAI error envelope as Envoy's local reply body; `code` written as a string on purpose
+    (Envoy would type a lone %RESPONSE_CODE% as a number)."""
+    error = {"message": message, "type": kind, "param": param, "code": str(status)}
+    return {"content_type": "application/json", "json_format": {"error": error}}
+
+
+def local_replies(pipeline: Pipeline) -> dict[str, Any]:
+    """Envoy's own error replies in the OpenAI envelope: a body too large, the upstream or the sidecar
+    unreachable. The sidecar's own answers always carry its metadata, so a reply without it is Envoy's."""
+    limit = pipeline.config.sidecar.max_request_bytes
+    too_large = {
+        "filter": _status_is(413, "llm_extproc.local_reply.413"),
+        "body_format_override": _envelope(
+            413,
+            f"Request body too large: the limit is {limit} bytes",
+            "invalid_request_error",
+            "request_body",
+        ),
+    }
+    upstream_failed = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        _status_is(status, f"llm_extproc.local_reply.{status}"),
+                        {"response_flag_filter": {"flags": list(UPSTREAM_FAILURE_FLAGS)}},
+                    ]
+                }
+            },
+            "body_format_override": _envelope(status, "%LOCAL_REPLY_BODY%", "internal_server_error", None),
+        }
+        for status in (502, 503, 504)
+    ]
+    without_sidecar_metadata = {
+        "metadata_filter": {
+            "match_if_key_not_found": True,
+            "matcher": {
+                "filter": METADATA_NAMESPACE,
+                "path": [{"key": VERDICT}],
+                "value": {"string_match": {"safe_regex": {"regex": "^$"}}},
+            },
+        }
+    }
+    sidecar_failed = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        _status_is(status, f"llm_extproc.local_reply.sidecar.{status}"),
+                        without_sidecar_metadata,
+                    ]
+                }
+            },
+            "body_format_override": _envelope(status, message, "internal_server_error", None),
+        }
+        for status, message in (
+            (SIDECAR_ERROR_STATUS, "llm-extproc is unavailable: the request was not processed"),
+            (504, "llm-extproc did not answer in time: the request was not processed"),
+        )
+    ]
+    # Envoy's own 400 (a request it cannot parse or route, e.g. a path with %00).
+    bad_request = {
+        "filter": {"and_filter": {"filters": [_status_is(400, "llm_extproc.local_reply.400"),
+                                              without_sidecar_metadata]}},
+        "body_format_override": _envelope(400, "%LOCAL_REPLY_BODY%", "invalid_request_error", None),
+    }  # fmt: skip
+    return {"mappers": [too_large, *upstream_failed, *sidecar_failed, bad_request]}
+
+
+def access_log(path: str, ext_proc_filter: str) -> list[dict[str, Any]]:
+    """One JSON line per request at `path`, with the sidecar's metadata and the timing that the ext_proc
+    filter named `ext_proc_filter` keeps in its filter state."""
+    fields = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "duration_ms": "%DURATION%",
+        "upstream": "%UPSTREAM_HOST%",
+        "llm_extproc": f"%DYNAMIC_METADATA({METADATA_NAMESPACE})%",
+        "ext_proc_timing": f"%FILTER_STATE({ext_proc_filter}:PLAIN)%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {"@type": FILE_LOG_TYPE, "path": path, "log_format": {"json_format": fields}},
+        }
+    ]
