@@ -14,6 +14,7 @@ from pathlib import Path
 
 from extproc.errors import HandlerError
 from extproc.request import pipeline as pipeline_module
+from extproc.request.modes import phases_asked
 from extproc.request.pipeline import Pipeline
 from extproc.settings.config import ConfigError, SidecarSettings
 from extproc.settings.config import load as load_config
@@ -47,12 +48,7 @@ def _describe(pipeline: Pipeline) -> str:
             if hook.label.startswith(handler.reference + ".")
         ]
         lines.append(f"handler {handler.reference}: {', '.join(kinds) or 'no hooks'}")
-    mode = pipeline.request_mode
-    phases = ["request_headers"] if pipeline.needs_sidecar else []
-    if mode.request_body.value:
-        phases.append("request_body")
-    if mode.response_headers:
-        phases.append("response_headers")
+    phases = phases_asked(pipeline.request_mode)
     lines.append(f"enforce_user_param: {str(pipeline.config.enforce_user_param).lower()}")
     lines.append(f"phases asked of Envoy: {', '.join(phases) or 'none (LLM routes bypass the sidecar)'}")
     return "\n".join(lines)

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
-from extproc.decisions import METADATA_NAMESPACE, BodyMode
+from extproc.decisions import METADATA_NAMESPACE
 from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies
+from extproc.request.modes import envoy_processing_mode
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
 from extproc.settings.listen import ListenAddress
@@ -66,19 +67,6 @@ def _duration_ms(ms: int) -> str:
     return f"{ms / 1000:.3f}s"
 
 
-def processing_mode(pipeline: Pipeline) -> dict[str, str]:
-    mode = pipeline.request_mode
-    one_message = pipeline.config.sidecar.forward_headers is not None
-    return {
-        "request_header_mode": "SKIP" if one_message else "SEND",
-        "request_body_mode": mode.request_body.name,
-        "response_header_mode": "SEND" if mode.response_headers else "SKIP",
-        "response_body_mode": BodyMode.NONE.name,
-        "request_trailer_mode": "SKIP",
-        "response_trailer_mode": "SKIP",
-    }
-
-
 def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[str, Any]:
     """The ext_proc HTTP filter as the sidecar needs it (also the Istio EnvoyFilter's patch value)."""
     settings = pipeline.config.sidecar
@@ -95,7 +83,7 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
             "@type": EXT_PROC_TYPE,
             "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
             "failure_mode_allow": settings.failure_mode_allow,
-            "processing_mode": processing_mode(pipeline),
+            "processing_mode": envoy_processing_mode(pipeline.request_mode, pipeline.one_message),
             "allow_mode_override": True,
             "status_on_error": {"code": SIDECAR_ERROR_STATUS},
             "message_timeout": _duration_ms(message_timeout_ms),

@@ -103,8 +103,9 @@ class ModeTracker:
         if isinstance(decision, Continue) and decision.mode is not None and phase in _HEADERS_PHASES:
             self.mode = decision.mode
         mode = self.mode
-        if mode.response_body is BodyMode.FULL_DUPLEX_STREAMED:  # the upstream's last chunk or trailers end it
-            return not ((phase is Phase.RESPONSE_BODY and end_of_stream) or phase is Phase.RESPONSE_TRAILERS)
+        if mode.response_body is BodyMode.FULL_DUPLEX_STREAMED:  # its last chunk or its trailers end it
+            last = (phase is Phase.RESPONSE_BODY and end_of_stream) or phase is Phase.RESPONSE_TRAILERS
+            return not last
         if isinstance(decision, Deferred):
             return True
         response_side = mode.response_headers or mode.response_body is not BodyMode.NONE
