@@ -14,10 +14,13 @@ hook and an identity streaming iterator hook. Known bugs are cases with `xfail` 
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -1014,8 +1017,43 @@ def by_category() -> dict[str, list[Case]]:
     return out
 
 
+ATTACKS = Path(__file__).parent / "attacks"
+_FINDING = re.compile(r"^([SML]\d+)\.\s+(.*)")
+
+
+def attacks() -> list[tuple[str, str, str, str]]:
+    """(module, finding, test, what must hold) for every attack test whose docstring names a finding."""
+    found = []
+    for path in sorted(ATTACKS.glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_"):
+                doc = ast.get_docstring(node) or ""
+                match = _FINDING.match(" ".join(doc.split()))
+                if match:
+                    found.append((path.stem.removeprefix("test_"), match[1], node.name, match[2]))
+    return found
+
+
+def _render_attacks() -> list[str]:
+    found = attacks()
+    lines = [
+        "# Attacks and faults",
+        "",
+        f"{len(found)} tests in `tests/hostile/attacks/`, each with a stack of its own, named by the finding",
+        "it guards.",
+    ]
+    area = None
+    for module, finding, test, holds in found:
+        if module != area:
+            area = module
+            lines += ["", f"## {module}", ""]
+        lines.append(f"- **{finding}** `{test}`: {holds}")
+    return [*lines, ""]
+
+
 def render() -> str:
-    """CASES.md: the corpus by category (regenerate with `python -m tests.hostile.table`)."""
+    """CASES.md: the corpus by category, then the attack tests (regenerate with
+    `python -m tests.hostile.table`)."""
     groups = by_category()
     known = sum(1 for case in CASES if case.xfail)
     lines = [
@@ -1043,7 +1081,7 @@ def render() -> str:
             flag = " **known bug**" if case.xfail else ""
             lines.append(f"- `{case.name}`: {case.method} `{case.path}` -> {outcome}{flag}")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _render_attacks())
 
 
 if __name__ == "__main__":
