@@ -8,7 +8,9 @@ mode live in `extproc.request.modes`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any, Final, Protocol
@@ -25,6 +27,30 @@ FAILED_IN: Final = "failed_in"
 UPSTREAM_STATUS: Final = "upstream_status"
 STATUS: Final = "status"
 CALL_TYPE: Final = "call_type"
+
+
+log = logging.getLogger("extproc.decisions")
+# Response headers a hook may not set: framing and connection headers (a content-length that disagrees
+# with the body desynchronises an HTTP/1.1 connection) and pseudo-headers (":status").
+_NOT_FROM_HOOKS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"}
+    | {"proxy-connection", "host"}
+)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 field names (lower-cased)
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def hook_headers(pairs: Iterable[tuple[object, object]], source: str) -> tuple[tuple[str, str], ...]:
+    """The headers a hook gave for the client's response, lower-cased, without the ones that could
+    break the response's framing or that are not valid HTTP (each dropped one is logged)."""
+    kept = []
+    for raw_name, raw_value in pairs:
+        name, value = str(raw_name).lower(), str(raw_value)
+        if name in _NOT_FROM_HOOKS or _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(value):
+            log.warning("%s: response header %r dropped (framing, pseudo or not valid HTTP)", source, name)
+            continue
+        kept.append((name, value))
+    return tuple(kept)
 
 
 class BodyMode(IntEnum):

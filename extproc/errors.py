@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from extproc.decisions import hook_headers
+
 
 class HTTPException(Exception):
     """An error with an HTTP status, shaped like fastapi's `HTTPException`."""
@@ -183,11 +185,13 @@ def describe(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(exc.status_code, exc.message, exc.type, exc.param)
     if is_http_exception(exc):
         status = int(exc.status_code)  # type: ignore[attr-defined]
-        if not 100 <= status <= 599:
+        if not 400 <= status <= 599:  # a refusal is an error: 1xx, 2xx and 3xx would pass for success
             status = 500
         detail = exc.detail  # type: ignore[attr-defined]
         raw_headers = getattr(exc, "headers", None) or {}
-        headers = tuple((str(k).lower(), str(v)) for k, v in dict(raw_headers).items())
+        headers = hook_headers(dict(raw_headers).items(), type(exc).__name__)
         provider = detail if isinstance(detail, dict) else None
         return ErrorInfo(status, detail_message(detail), error_type(status), None, headers, provider)
+    if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: name what it was
+        return ErrorInfo(500, f"{type(exc).__name__}: {exc}", error_type(500))
     return ErrorInfo(500, str(exc) or type(exc).__name__, error_type(500))

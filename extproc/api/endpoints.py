@@ -28,15 +28,15 @@ FAMILIES: tuple[type[OpenAIFamily], ...] = (
 # Path suffixes after the optional `/v1` prefix.
 ENDPOINT_PATHS = tuple(family.path for family in FAMILIES)
 # Answers errors that come before any family is known (a request the sidecar could not place).
-DEFAULT_FAMILY: ApiFamily = ChatCompletions(JsonCodec(0))
+DEFAULT_FAMILY: ApiFamily = ChatCompletions(JsonCodec(0, 0))
 ENDPOINT_REGEX = r"^(/v1)?/({})/?$".format("|".join(p.lstrip("/") for p in ENDPOINT_PATHS))
 
 
 class RouteTable:
     """Built once per config; `match` is a dict lookup after stripping the query and `/v1`."""
 
-    def __init__(self, max_json_depth: int) -> None:
-        json_codec = JsonCodec(max_json_depth)
+    def __init__(self, max_json_depth: int, max_json_nodes: int = 1_000_000) -> None:
+        json_codec = JsonCodec(max_json_depth, max_json_nodes)
         multipart_codec = MultipartCodec()
         self._routes: dict[str, ApiFamily] = {}
         for family_type in FAMILIES:

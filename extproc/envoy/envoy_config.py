@@ -19,7 +19,7 @@ from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
 from extproc.decisions import METADATA_NAMESPACE
 from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies
 from extproc.request.modes import envoy_processing_mode
-from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
+from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, MESSAGE_TIMEOUT_MARGIN_MS, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
 from extproc.settings.listen import ListenAddress
 from extproc.settings.sizing import ENVOY_BODY_HEADROOM, EXT_PROC_MESSAGE_OVERHEAD
@@ -28,7 +28,6 @@ from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 SIDECAR_CLUSTER = "llm_extproc"
 UPSTREAM_CLUSTER = "upstream"
-_MESSAGE_TIMEOUT_MARGIN_MS = 500
 
 _TYPE = "type.googleapis.com/envoy.extensions"
 HCM_TYPE = f"{_TYPE}.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -70,7 +69,7 @@ def _duration_ms(ms: int) -> str:
 def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[str, Any]:
     """The ext_proc HTTP filter as the sidecar needs it (also the Istio EnvoyFilter's patch value)."""
     settings = pipeline.config.sidecar
-    message_timeout_ms = settings.hook_timeout_ms + _MESSAGE_TIMEOUT_MARGIN_MS
+    message_timeout_ms = settings.hook_timeout_ms + MESSAGE_TIMEOUT_MARGIN_MS
     metadata: dict[str, Any] = {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}}
     forwarded = list(settings.auth.namespaces)
     if settings.forward_headers is not None:

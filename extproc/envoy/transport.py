@@ -141,9 +141,19 @@ def encode(phase: str, decision: Decision) -> Any:
     return _encode_continue(phase, decision)
 
 
+def _struct(struct: Any) -> dict[str, Any]:
+    """A metadata Struct as a dict: string fields (forwarded headers, most claims) read directly,
+    json_format only for the rest (it is several times slower)."""
+    out: dict[str, Any] = {}
+    for key, value in struct.fields.items():
+        kind = value.WhichOneof("kind")
+        out[key] = value.string_value if kind == "string_value" else json_format.MessageToDict(value)
+    return out
+
+
 def _metadata(request: Any, namespaces: tuple[str, ...]) -> dict[str, Any]:
     filter_metadata = request.metadata_context.filter_metadata
-    return {ns: json_format.MessageToDict(filter_metadata[ns]) for ns in namespaces if ns in filter_metadata}
+    return {ns: _struct(filter_metadata[ns]) for ns in namespaces if ns in filter_metadata}
 
 
 def message_of(request: Any, phase: Phase, namespaces: tuple[str, ...]) -> Message:

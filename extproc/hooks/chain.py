@@ -32,8 +32,9 @@ from datetime import datetime
 from typing import Any
 
 from extproc.api.views import unwrap, wrap
+from extproc.decisions import hook_headers
 from extproc.errors import HookFailed, HookTimeout, RejectedRequestError, is_http_exception
-from extproc.hooks.hook import Hook, checked_hook, overrides
+from extproc.hooks.hook import Hook, cancelled_by_caller, checked_hook, overrides
 from extproc.hooks.loader import LoadedHandler
 from extproc.settings.config import HandlerPolicy
 from extproc.types import HookKind, JSONDict
@@ -120,10 +121,12 @@ class HookChain:
         except TimeoutError:
             self._trace(hook, _CANCELLED)
             cause: BaseException = HookTimeout(hook.label, hook.timeout_s)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             self._trace(hook, _CANCELLED)
-            raise
-        except Exception as exc:
+            if cancelled_by_caller():
+                raise
+            cause = exc  # raised by the hook itself: a failure like any other
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: no hook ends the sidecar
             self._trace(hook, f"raised {type(exc).__name__}: {exc}")
             cause = exc
         else:
@@ -235,7 +238,7 @@ class HookChain:
                 log.warning("%s raised (no headers added): %r", hook.label, failure.cause)
                 continue
             if isinstance(result, dict):
-                merged.update({str(k).lower(): str(v) for k, v in result.items()})
+                merged.update(hook_headers(result.items(), hook.label))
         return tuple(merged.items())
 
     async def post_call_streaming(
@@ -277,7 +280,7 @@ class HookChain:
         try:
             async for item in inner:
                 yield item
-        except Exception as exc:
+        except BaseException as exc:
             self._trace(hook, f"raised {type(exc).__name__}: {exc}")
             raise
         finally:
@@ -313,7 +316,11 @@ class HookChain:
         try:
             async with asyncio.timeout(hook.timeout_s):
                 result = await hook.call(**kwargs)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            if cancelled_by_caller():
+                raise
+            log.warning("%s raised CancelledError (logging events never affect requests)", hook.label)
+        except BaseException as exc:
             self._trace(
                 hook, _CANCELLED if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
             )
@@ -328,7 +335,11 @@ class HookChain:
     async def _guarded(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         try:
             await coroutine
-        except Exception:
+        except asyncio.CancelledError:
+            if cancelled_by_caller():
+                raise
+            log.exception("background work of a finished request failed")
+        except BaseException:
             log.exception("background work of a finished request failed")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

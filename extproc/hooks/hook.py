@@ -6,6 +6,7 @@ that cannot take LiteLLM's arguments fails at start, naming the handler, the met
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ from extproc.hooks.loader import LoadedHandler
 from extproc.settings.config import HandlerPolicy
 from extproc.telemetry import metrics
 from extproc.types import HookKind
+
+
+def cancelled_by_caller() -> bool:
+    """Whether the running task is itself being cancelled (its request ended, a timeout fired). A
+    CancelledError a hook raises on its own is then not a cancellation but the hook's failure."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _arguments(kind: HookKind) -> tuple[tuple[str, ...], str | None]:

@@ -67,7 +67,7 @@ def import_module(module_name: str, folders: tuple[Path, ...]) -> ModuleType:
             return _load_file(module_name, path)
         except HandlerError:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # a module may raise anything at import (SystemExit, CancelledError)
             raise HandlerError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
     if module_name == BUILTIN_PACKAGE or module_name.startswith(BUILTIN_PACKAGE + "."):
         try:
@@ -124,7 +124,7 @@ def resolve(
     if isinstance(target, type):
         try:
             return target(**(options or {}))
-        except Exception as exc:
+        except BaseException as exc:
             raise HandlerError(f"callback {reference!r}: bad options: {type(exc).__name__}: {exc}") from exc
     if options:
         raise HandlerError(f"callback {reference!r}: options are given but it is an instance, not a class")

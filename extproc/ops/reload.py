@@ -20,11 +20,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from extproc.errors import HandlerError
+from extproc.hooks.hook import cancelled_by_caller
 from extproc.request import pipeline as pipeline_module
 from extproc.request.pipeline import Pipeline
+from extproc.request.routing import Router
 from extproc.settings import config as config_module
 from extproc.telemetry import metrics
 
@@ -61,6 +64,19 @@ def fingerprint(config_path: Path) -> Fingerprint:
             digest = f"unreadable: {exc.strerror or exc}"
         entries.append((str(path), real, digest))
     return tuple(entries)
+
+
+def _new_deployments(old: Pipeline, config: config_module.Config) -> list[str]:
+    """Deployments with an `api_base` of their own that the running Envoy has no route for: its
+    routes and clusters were generated from the config it started with."""
+    if not config.sidecar.routing:
+        return []
+    known = {(t.id, t.api_base) for t in old.router.targets} if old.router is not None else set()
+    return [
+        f"{target.id} at {target.api_base}"
+        for target in Router(config.model_list).targets
+        if target.api_base is not None and (target.id, target.api_base) not in known
+    ]
 
 
 def _problem(exc: BaseException) -> str:
@@ -117,17 +133,36 @@ class Reloader:
         if seen == self._seen and not force:
             return None
         self._seen = seen  # a broken version is reported once, not at every poll
-        return self.reload()
+        return await self.reload()
 
-    def reload(self) -> bool:
-        """Build a new pipeline from the files as they are now and install it, or keep the old one."""
+    def _build(self, old: Pipeline) -> tuple[config_module.Config, Pipeline]:
+        config = config_module.load(self.path)
+        unrouted = _new_deployments(old, config)
+        if unrouted:
+            raise config_module.ConfigError(
+                f"{self.path}: model_list has deployments the running Envoy cannot route to "
+                f"({', '.join(unrouted)}): regenerate Envoy's config (llm-extproc envoy-config) and restart "
+                "Envoy with it, then reload"
+            )
+        same_cache = config.sidecar.cache == old.config.sidecar.cache
+        new = pipeline_module.build(config, cache=old.cache if same_cache else None)
+        # Envoy keeps waiting as long as the config it was generated from says; the sidecar asks for more
+        # when the new hooks may need it (request/patience.py).
+        return config, replace(new, envoy_waits_s=old.envoy_waits_s)
+
+    async def reload(self) -> bool:
+        """Build a new pipeline from the files as they are now and install it, or keep the old one.
+
+        The build (the handlers' imports and constructors) runs in a thread: a slow import must not
+        stall the requests the event loop serves meanwhile.
+        """
         old = self._current()
         started = time.monotonic()
         try:
-            config = config_module.load(self.path)
-            same_cache = config.sidecar.cache == old.config.sidecar.cache
-            new = pipeline_module.build(config, cache=old.cache if same_cache else None)
-        except (Exception, SystemExit) as exc:  # a handler's import may do anything
+            config, new = await asyncio.to_thread(self._build, old)
+        except BaseException as exc:  # a handler's import may raise anything, SystemExit included
+            if isinstance(exc, asyncio.CancelledError) and cancelled_by_caller():
+                raise
             self.reload_failures += 1
             metrics.RELOADS.labels("refused").inc()
             log.error(
@@ -136,6 +171,7 @@ class Reloader:
                 extra={"reload_failures": self.reload_failures},
             )
             return False
+        same_cache = new.cache is old.cache
         self._install(new)
         self.reloads += 1
         metrics.RELOADS.labels("ok").inc()

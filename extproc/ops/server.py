@@ -24,6 +24,7 @@ from extproc.request.pipeline import Pipeline
 from extproc.settings.listen import ListenAddress
 from extproc.settings.sizing import SIDECAR_MESSAGE_SLACK
 from extproc.telemetry import metrics
+from extproc.telemetry.loop_watch import LoopWatch
 
 log = logging.getLogger("extproc.server")
 
@@ -144,6 +145,8 @@ async def serve(
             metrics_address = metrics_address.worker(worker)
         port = metrics.serve(str(metrics_address))
         log.info("metrics on http://%s:%d/metrics", metrics_address.host, port)
+    watch = LoopWatch()  # names a hook that blocks the event loop
+    watch.start()
     print(f"llm-extproc serving on {' '.join(addresses)}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -155,3 +158,4 @@ async def serve(
     grace = sidecar.pipeline.config.sidecar.grace_seconds
     log.info("stopping: draining requests in flight for up to %.1f s", grace)
     await sidecar.stop(grace)
+    watch.stop()

@@ -10,14 +10,17 @@ from extproc.decisions import Mode
 from extproc.hooks.chain import HookChain
 from extproc.hooks.loader import load_handlers
 from extproc.request.modes import needed_mode, needs_sidecar
+from extproc.request.patience import phase_budgets
 from extproc.request.routing import Router
 from extproc.settings import config as config_module
 from extproc.settings.config import Config, ConfigError
 from extproc.state.cache import DualCache
-from extproc.types import FORWARDED_HEADERS_NAMESPACE, HookKind
+from extproc.types import FORWARDED_HEADERS_NAMESPACE, HookKind, Phase
 
 # The longest Envoy may be asked to wait for one answer (`max_message_timeout` in the generated config).
 MAX_MESSAGE_TIMEOUT_S = 60.0
+# Envoy waits this much longer than `extproc.hook_timeout_ms` for each answer (`message_timeout`).
+MESSAGE_TIMEOUT_MARGIN_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,9 @@ class Pipeline:
     cache: DualCache
     request_mode: Mode
     moderation_wait_s: float
+    # How long Envoy waits for an answer, and how long the hooks answering each phase may take.
+    envoy_waits_s: float
+    phase_budgets: dict[Phase, float]
     router: Router | None = None
     # The request metadata namespaces a session reads: identity (`extproc.auth.metadata`), and the
     # forwarded headers in one-message mode.
@@ -77,7 +83,7 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     return Pipeline(
         config=config,
         chain=chain,
-        routes=RouteTable(settings.max_json_depth),
+        routes=RouteTable(settings.max_json_depth, settings.max_json_nodes),
         cache=make_cache(config) if cache is None else cache,
         request_mode=needed_mode(
             chain.kinds,
@@ -86,6 +92,8 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
             renames=router is not None and router.renames,
         ),
         moderation_wait_s=moderation_wait(chain, MAX_MESSAGE_TIMEOUT_S),
+        envoy_waits_s=(settings.hook_timeout_ms + MESSAGE_TIMEOUT_MARGIN_MS) / 1000,
+        phase_budgets=phase_budgets(chain),
         router=router,
         metadata_namespaces=settings.auth.namespaces
         + ((FORWARDED_HEADERS_NAMESPACE,) if settings.forward_headers is not None else ()),

@@ -33,7 +33,8 @@ from extproc.request.answers import buffered_answer
 from extproc.request.endings import Ending
 from extproc.request.moderation import ModerationGate
 from extproc.request.modes import ModeTracker, response_body_mode
-from extproc.request.pipeline import Pipeline
+from extproc.request.patience import SAFETY_S, Patience
+from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER
 from extproc.request.routing import route as route_to
 from extproc.request.state import RequestState
@@ -87,6 +88,17 @@ class Session:
 
     async def handle(self, phase: Phase, message: Message) -> tuple[Decision, bool]:
         """The answer to one ext_proc message, and whether Envoy sends another one on this stream."""
+        pipeline = self.pipeline
+        need_s = pipeline.phase_budgets[phase]
+        if need_s + SAFETY_S <= pipeline.envoy_waits_s:
+            decision = await self._decide(phase, message)
+        else:  # the hooks may outlast Envoy's wait: ask for more if they do
+            async with Patience(self.outbox, pipeline.envoy_waits_s, need_s, MAX_MESSAGE_TIMEOUT_S):
+                decision = await self._decide(phase, message)
+        return decision, self.modes.after(phase, decision, message.end_of_stream)
+
+    async def _decide(self, phase: Phase, message: Message) -> Decision:
+        """The phase's answer; every failure leaves its body through here, to `Ending`, once."""
         try:
             decision = await self._phase(phase, message)
         except HookFailed as failure:
@@ -97,10 +109,10 @@ class Session:
             decision = await self.ending.fail(exc)
         except Exception:
             log.exception("request %s: unexpected error in phase %s", self.request.request_id, phase)
-            return INTERNAL_ERROR, False
+            return INTERNAL_ERROR
         if self._decides_headers(phase, decision, message.end_of_stream):
             decision = await self.ending.with_headers(decision, self._answer)
-        return decision, self.modes.after(phase, decision, message.end_of_stream)
+        return decision
 
     async def _phase(self, phase: Phase, message: Message) -> Decision:
         if phase is Phase.REQUEST_HEADERS:

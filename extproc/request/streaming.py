@@ -22,6 +22,7 @@ from extproc.api.views import unwrap, wrap
 from extproc.decisions import CONTINUE, DEFERRED, UPSTREAM_STATUS, Continue, Deferred, Outbox
 from extproc.errors import HookFailed, SSEError, describe
 from extproc.hooks.chain import HookChain
+from extproc.hooks.hook import cancelled_by_caller
 from extproc.request.endings import Ending
 from extproc.types import HookKind, JSONDict
 
@@ -77,6 +78,16 @@ def _terminated(raw: bytes) -> bytes:
     return raw if raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r")) else raw.rstrip(b"\r\n") + b"\n\n"
 
 
+def _bounded(event: bytes, limit: int) -> bytes:
+    """An event a hook made, if it is no larger than an upstream event may be: a huge one would exceed
+    the gRPC message and Envoy's buffer, and the client would get an empty error instead of an event."""
+    if len(event) > limit:
+        raise SSEError(
+            f"a streaming hook produced an event of {len(event)} bytes, over the {limit}-byte limit"
+        )
+    return event
+
+
 def _chunk_of(event: Event) -> JSONDict | None:
     if event.data is None or event.done:
         return None
@@ -92,11 +103,12 @@ class StreamRewriter:
     fails or bytes that are not SSE end the stream with an error event; the rest of the upstream's
     stream is then dropped."""
 
-    __slots__ = ("_cut", "_ending", "_status", "decoder", "rewrite", "state")
+    __slots__ = ("_cut", "_ending", "_max_event", "_status", "decoder", "rewrite", "state")
 
     def __init__(self, state: StreamState, max_event_bytes: int, ending: Ending, status: int) -> None:
         self.state = state
         self.decoder = SSEDecoder(max_event_bytes)
+        self._max_event = max_event_bytes
         self.rewrite = state.chain.has(HookKind.POST_CALL_STREAMING)
         self._ending = ending
         self._status = status
@@ -135,7 +147,7 @@ class StreamRewriter:
                 continue
             renamed = self.state.observe(chunk)
             if (self.rewrite and await self.state.per_chunk(chunk)) or renamed:
-                parts.append(encode_json(chunk))
+                parts.append(_bounded(encode_json(chunk), self._max_event))
             else:
                 parts.append(event.raw)
         out = b"".join(parts)
@@ -235,7 +247,12 @@ class StreamPump:
         except HookFailed as failure:
             log.warning("stream ended by %s: %r", failure.label, failure.cause)
             await self._finish(error_event(self.state.family, failure.cause), failure.cause)
-        except Exception as exc:
+        except asyncio.CancelledError as exc:
+            if cancelled_by_caller():  # the stream ended (close()): nobody is left to answer
+                raise
+            log.warning("stream ended by a streaming iterator hook: %r", exc)
+            await self._finish(error_event(self.state.family, exc), exc)
+        except BaseException as exc:  # whatever an iterator hook raises ends the stream, never the sidecar
             log.warning("stream ended by a streaming iterator hook: %r", exc)
             await self._finish(error_event(self.state.family, exc), exc)
         finally:
@@ -244,6 +261,7 @@ class StreamPump:
                 await aclose()
 
     async def _send(self, data: bytes) -> None:
+        _bounded(data, self._max_held)
         self._bytes_out += len(data)
         await self._outbox.stream(data, False)
 

@@ -52,6 +52,7 @@ class SidecarSettings:
     listen: tuple[str, ...] = ("127.0.0.1:50051",)
     max_request_bytes: int = 32 * 1024 * 1024
     max_json_depth: int = 128
+    max_json_nodes: int = 1_000_000
     max_stream_hold_bytes: int = 1024 * 1024
     hook_timeout_ms: int = 5000
     failure_mode_allow: bool = False
@@ -82,6 +83,7 @@ _SIDECAR_KEYS = {
     "listen",
     "max_request_bytes",
     "max_json_depth",
+    "max_json_nodes",
     "hook_timeout_ms",
     "failure_mode_allow",
     "grace_seconds",
@@ -264,6 +266,9 @@ def parse_sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> Sidec
         ),
         max_json_depth=integer(
             raw.get("max_json_depth", defaults.max_json_depth), "extproc.max_json_depth", 2
+        ),
+        max_json_nodes=integer(
+            raw.get("max_json_nodes", defaults.max_json_nodes), "extproc.max_json_nodes", 16
         ),
         max_stream_hold_bytes=integer(
             raw.get("max_stream_hold_bytes", defaults.max_stream_hold_bytes),
