@@ -21,6 +21,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2
+from grpc._cython import cygrpc
 
 from extproc.api.openai import INTERNAL_ERROR
 from extproc.decisions import METADATA_NAMESPACE, Continue, Decision, Deferred, Message, Mode, Reply
@@ -34,6 +35,9 @@ log = logging.getLogger("extproc.transport")
 _PM = processing_mode_pb2.ProcessingMode
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _PHASES = {phase.value: phase for phase in Phase}
+# What a write to a stream Envoy has reset or cancelled raises: grpc.aio's errors, and its core's
+# ExecuteBatchError (a BaseError) when the batch fails because the peer is gone.
+_STREAM_GONE = (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError, cygrpc.BaseError)
 _HEADERS_PHASES = (Phase.REQUEST_HEADERS, Phase.RESPONSE_HEADERS)
 _NO_HEADERS: Headers = {}
 
@@ -181,20 +185,23 @@ class StreamOutbox:
         self.closed = False
 
     async def write(self, response: Any) -> bool:
+        """Send one message; False when the stream is closed or gone (Envoy reset or cancelled it):
+        nobody is left to answer, and that is no error of the request's."""
         async with self._lock:
             if self.closed:
                 return False
-            await self._context.write(response)
+            try:
+                await self._context.write(response)
+            except _STREAM_GONE as exc:
+                log.debug("ext_proc stream gone before a write: %r", exc)
+                self.closed = True
+                return False
             if response.HasField("immediate_response"):
                 self.closed = True
             return True
 
     async def push(self, reply: Reply) -> bool:
-        try:
-            return await self.write(immediate(reply))
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
-            # The stream is already gone (Envoy cancelled it): nobody is left to answer.
-            return False
+        return await self.write(immediate(reply))
 
     async def extend_timeout(self, seconds: float) -> None:
         timeout = duration_pb2.Duration()
@@ -207,10 +214,7 @@ class StreamOutbox:
         response = _set_metadata(
             pb.ProcessingResponse(response_body=pb.BodyResponse(response=common)), metadata
         )
-        try:
-            return await self.write(response)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
-            return False
+        return await self.write(response)
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
