@@ -65,7 +65,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- end }}
 
 {{/*
-The ext_proc HTTP filter, as extproc.envoy_config.ext_proc_filter() builds it from the same config
+The ext_proc HTTP filter, as extproc.envoy.envoy_config.ext_proc_filter() builds it from the same config
 (tests/deploy checks they are equal): message_timeout = hook_timeout_ms + 500 ms, max_message_timeout
 = max(60 s, message_timeout + 1 s), status_on_error 503, the request body BUFFERED when a callback or enforce_user_param
 needs it, and the metadata namespaces of extproc.auth.metadata forwarded.
