@@ -5,6 +5,7 @@ Handler authors import everything they need from here.
 
 from extproc.api.multipart import UploadedFile
 from extproc.api.prompt import get_formatted_prompt
+from extproc.api.texts import TextPlace, TextScan, normalize_text, request_texts
 from extproc.errors import HTTPException
 from extproc.hooks.custom_logger import CustomLogger
 from extproc.settings.auth import UserAPIKeyAuth
@@ -17,7 +18,11 @@ __all__ = [
     "DualCache",
     "HTTPException",
     "InMemoryCache",
+    "TextPlace",
+    "TextScan",
     "UploadedFile",
     "UserAPIKeyAuth",
     "get_formatted_prompt",
+    "normalize_text",
+    "request_texts",
 ]

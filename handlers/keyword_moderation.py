@@ -9,9 +9,12 @@ Options (`extproc.handlers."handlers.keyword_moderation".options`):
 - `case_sensitive`: `false` (default): rules match regardless of case.
 - `status_code`: the refusal's status (default 400).
 
-It is a moderation hook: it runs beside the upstream call (which is billed anyway), on the text
-`get_formatted_prompt` gives, and on each message, text part and list item alone (the formatted prompt
-joins them without a separator). A refusal names the rule that matched, never the user's text:
+It is a moderation hook: it runs beside the upstream call (which is billed anyway), on every text place
+`extproc.request_texts` yields (messages of every role, their names, tool calls and arguments, tool
+definitions, prompts and inputs), each read as `extproc.TextScan` normalises it (format characters such
+as zero-width spaces removed, then NFKC: fullwidth letters read as ASCII). Each place is matched on its
+own: no phrase or allow rule spans two places, and `^`/`$` in a /regex/ match at each line's start and
+end. A refusal names the rule that matched, never the user's text:
 `{"error": "Violated content policy", "category": "keyword", "match": <rule>}`.
 """
 
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extproc import CustomLogger, HTTPException, UserAPIKeyAuth, get_formatted_prompt
+from extproc import CustomLogger, HTTPException, TextScan, UserAPIKeyAuth, normalize_text, request_texts
 
 
 def _compile(rule: Any, where: str, flags: int) -> tuple[str, re.Pattern[str]]:
@@ -31,7 +34,8 @@ def _compile(rule: Any, where: str, flags: int) -> tuple[str, re.Pattern[str]]:
     if len(rule) > 2 and rule.startswith("/") and rule.endswith("/"):
         source = rule[1:-1]
     else:
-        source = r"(?<!\w)" + r"\s+".join(re.escape(word) for word in rule.split()) + r"(?!\w)"
+        words = normalize_text(rule).split()  # read as the text is
+        source = r"(?<!\w)" + r"\s+".join(re.escape(word) for word in words) + r"(?!\w)"
     try:
         pattern = re.compile(source, flags)
     except re.error as exc:
@@ -47,20 +51,6 @@ def _rules(value: Any, where: str, flags: int) -> tuple[tuple[str, re.Pattern[st
     if not isinstance(value, list):
         raise ValueError(f"{where}: expected a list of words or /regex/ rules, not {value!r}")
     return tuple(_compile(rule, f"{where}[{i}]", flags) for i, rule in enumerate(value))
-
-
-def _texts(data: dict[str, Any], call_type: str) -> list[str]:
-    """The formatted prompt, and each piece of it alone: it joins messages, parts and list items without a
-    separator, so "Be brief" + "forbidden" reads "Be briefforbidden"."""
-    texts = [get_formatted_prompt(data, call_type)]
-    for key in ("messages", "prompt", "input"):
-        items = data.get(key)
-        for item in items if isinstance(items, list) and len(items) > 1 else ():
-            texts.append(get_formatted_prompt({key: [item]}, call_type))
-            content = item.get("content") if isinstance(item, dict) else None
-            for part in content if key == "messages" and isinstance(content, list) else ():
-                texts.append(get_formatted_prompt({key: [{"content": [part]}]}, call_type))
-    return texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +85,8 @@ class Handler(CustomLogger):
             raise ValueError(f"case_sensitive: expected true or false, not {case_sensitive!r}")
         if isinstance(status_code, bool) or not isinstance(status_code, int) or not 400 <= status_code <= 599:
             raise ValueError(f"status_code: expected an HTTP error status (400-599), not {status_code!r}")
-        flags = 0 if case_sensitive else re.IGNORECASE
+        # MULTILINE: places are joined by lines (extproc.SEPARATOR), so ^ and $ keep meaning a place's edges
+        flags = re.MULTILINE | (0 if case_sensitive else re.IGNORECASE)
         self.status_code = status_code
         self.default = _Policy(_rules(block, "block", flags), _rules(allow, "allow", flags))
         self.models: dict[str, _Policy] = {}
@@ -117,8 +108,7 @@ class Handler(CustomLogger):
     ) -> None:
         model = data.get("model")
         policy = self.models.get(model, self.default) if isinstance(model, str) else self.default
-        for text in _texts(data, call_type):
-            rule = policy.violation(text)
-            if rule is not None:
-                detail = {"error": "Violated content policy", "category": "keyword", "match": rule}
-                raise HTTPException(status_code=self.status_code, detail=detail)
+        rule = policy.violation(TextScan(request_texts(data, call_type)).text)
+        if rule is not None:
+            detail = {"error": "Violated content policy", "category": "keyword", "match": rule}
+            raise HTTPException(status_code=self.status_code, detail=detail)

@@ -6,9 +6,14 @@ Options (`extproc.handlers."handlers.pii".options`):
 - `mask_format`: what a masked value becomes; `{ENTITY}` is the upper-case entity name (default `<{ENTITY}>`).
 - `responses`: also mask every listed entity ("block" ones too) in answers, streamed or not.
 
-Looked at: chat message contents (strings and text parts), completion prompts, embeddings and moderation
-inputs, image and transcription prompts. `data["metadata"]["pii"]` counts what was masked per entity
-(`pii_response` for answers); the values themselves are never kept.
+Looked at: every text place `extproc.request_texts` yields (chat messages of every role with their
+content parts, names, tool calls and their JSON arguments, tool and function definitions, completion
+prompts, embeddings and moderation inputs, image and transcription prompts), read as `extproc.TextScan`
+normalises it: zero-width and other format characters removed, then NFKC, so "a\u200b@b.com" or a
+fullwidth card number counts. A place with PII is written back normalised with the PII masked (inside a
+tool call's arguments, the JSON string is re-encoded and stays valid); a place without PII is left as
+it was. `data["metadata"]["pii"]` counts what was masked per entity (`pii_response` for answers); the
+values themselves are never kept.
 
 What counts (precise rather than greedy; on overlaps the earlier entity in `ENTITIES` wins):
 - secret: `sk-...` (OpenAI `sk-`, `sk-proj-`, Anthropic `sk-ant-`: 20+ chars mixing upper, lower and
@@ -30,11 +35,11 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extproc import CallType, CustomLogger, DualCache, HTTPException, UserAPIKeyAuth
+from extproc import CustomLogger, DualCache, HTTPException, TextScan, UserAPIKeyAuth, request_texts
 
 ENTITIES = ("secret", "email", "iban", "credit_card", "us_ssn", "ipv6", "ipv4", "phone")
 ACTIONS = ("mask", "block")
@@ -126,30 +131,6 @@ class _Hit:
     whole_end: int
 
 
-def _slots(container: Any, key: Any) -> Iterator[tuple[Any, Any]]:
-    """(container, key) pairs whose value is a string: a string, or a list of strings or text parts."""
-    value = container.get(key)
-    if isinstance(value, str):
-        yield container, key
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, str):
-                yield value, index
-            elif isinstance(item, dict) and isinstance(item.get("text"), str):
-                yield item, "text"
-
-
-def _request_slots(data: dict[str, Any], call_type: str) -> Iterator[tuple[Any, Any]]:
-    if call_type == CallType.COMPLETION:
-        for message in data.get("messages") or ():
-            if isinstance(message, dict):
-                yield from _slots(message, "content")
-    elif call_type in (CallType.EMBEDDINGS, CallType.MODERATION):
-        yield from _slots(data, "input")
-    elif call_type in (CallType.TEXT_COMPLETION, CallType.IMAGE_GENERATION, CallType.AUDIO_TRANSCRIPTION):
-        yield from _slots(data, "prompt")
-
-
 def _record(data: dict[str, Any], key: str, counts: Counter[str]) -> None:
     if counts:
         metadata = data.setdefault("metadata", {})
@@ -226,17 +207,22 @@ class Handler(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: DualCache, data: dict[str, Any], call_type: str
     ) -> None:
-        slots = _request_slots(data, call_type)
-        found = [(container, key, self.hits(container[key])) for container, key in slots]
-        for _, _, hits in found:
-            for hit in hits:
-                if self.actions[hit.entity] == "block":
-                    error = f"Request blocked: it contains {hit.entity}"
-                    raise HTTPException(status_code=400, detail={"error": error, "entity": hit.entity})
+        places = request_texts(data, call_type)
+        if not places:
+            return
+        scan = TextScan(places)  # one pass of each pattern over every text place, normalised
+        found: dict[int, list[_Hit]] = {}
+        for hit in self.hits(scan.text):
+            if self.actions[hit.entity] == "block":
+                error = f"Request blocked: it contains {hit.entity}"
+                raise HTTPException(status_code=400, detail={"error": error, "entity": hit.entity})
+            located = scan.locate(hit.start, hit.end)
+            if located is not None:
+                index, start, end = located
+                found.setdefault(index, []).append(_Hit(hit.entity, start, end, start, end))
         counts: Counter[str] = Counter()
-        for container, key, hits in found:
-            if hits:
-                container[key] = self.mask(container[key], hits, counts)
+        for index, hits in found.items():  # a place is rewritten (normalised) only where PII was found
+            places[index].replace(self.mask(scan.normalized[index], hits, counts))
         _record(data, "pii", counts)
 
 

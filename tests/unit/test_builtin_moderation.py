@@ -377,3 +377,39 @@ def test_judge_bad_options_name_the_option(options: dict[str, Any], fragment: st
     with pytest.raises(ValueError) as caught:
         Judge(**options)
     assert str(caught.value).startswith(fragment), caught.value
+
+
+# ---- keyword moderation: every text place, read normalised ----
+async def test_keywords_in_tool_calls_names_and_tool_definitions_are_refused() -> None:
+    handler = Keywords(block=["forbidden"])
+    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": '{"q": "forbidden"}'}}
+    requests = [
+        {"messages": [{"role": "assistant", "content": None, "tool_calls": [call]}]},
+        {"messages": [{"role": "user", "content": "hi", "name": "forbidden"}]},
+        {
+            "messages": [
+                {"role": "tool", "tool_call_id": "1", "content": [{"type": "text", "text": "forbidden"}]}
+            ]
+        },
+        {
+            "messages": [],
+            "tools": [{"type": "function", "function": {"name": "f", "description": "forbidden"}}],
+        },
+    ]
+    for data in requests:
+        assert await refusal(handler, {"model": "m", **data}) == keyword("forbidden"), data
+
+
+async def test_keywords_are_matched_on_normalised_text() -> None:
+    handler = Keywords(block=["forbidden", "/^secret plan$/"])
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in "forbidden")
+    for text in (fullwidth, "forb\u200bidden", "FORBID\u00adDEN"):
+        assert await refusal(handler, chat(f"a {text} b")) == keyword("forbidden"), text
+    assert await refusal(handler, chat("intro", "secret plan")) == keyword("/^secret plan$/")
+    assert await refusal(handler, chat("forbiddenly")) is None
+
+
+async def test_a_phrase_or_an_allow_rule_does_not_span_two_places() -> None:
+    handler = Keywords(block=["forbidden"], allow=["forbidden fruit"])
+    assert await refusal(handler, chat("forbidden", "fruit")) == keyword("forbidden")
+    assert await refusal(handler, chat("the forbidden fruit")) is None

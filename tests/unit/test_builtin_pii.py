@@ -117,12 +117,18 @@ def test_exact_masking_keeps_the_surrounding_text() -> None:
 
 async def test_every_place_a_request_holds_text() -> None:
     handler = Handler()
-    parts = [{"type": "text", "text": "mine a@b.io"}, {"type": "image_url", "image_url": {"url": "x@y.io"}}]
+    image = "data:image/png;base64,eEB5Lmlv+x@y.io"
+    parts = [
+        {"type": "text", "text": "mine a@b.io"},
+        {"type": "image_url", "image_url": {"url": "https://x.io/?u=x@y.io"}},  # the client's text too
+        {"type": "image_url", "image_url": {"url": image}},  # a payload, not text
+    ]
     data = await pre_call(handler, chat("hi a@b.io and c@d.io", parts))
     assert data["messages"][0]["content"] == "hi <EMAIL> and <EMAIL>"
     assert data["messages"][1]["content"][0]["text"] == "mine <EMAIL>"
-    assert data["messages"][1]["content"][1]["image_url"]["url"] == "x@y.io"  # not text
-    assert data["metadata"]["pii"] == {"email": 3}
+    assert data["messages"][1]["content"][1]["image_url"]["url"] == "https://x.io/?u=<EMAIL>"
+    assert data["messages"][1]["content"][2]["image_url"]["url"] == image
+    assert data["metadata"]["pii"] == {"email": 4}
     cases = [
         ("text_completion", "prompt", "to a@b.io", "to <EMAIL>"),
         ("text_completion", "prompt", ["to a@b.io", "x"], ["to <EMAIL>", "x"]),
@@ -293,3 +299,52 @@ async def test_stream_without_finish_reason_and_text_completions() -> None:
     ]
     out = await run_stream(Handler(responses=True), chunks, {})
     assert [chunk.choices[0].text for chunk in out] == ["", "mail <EMAIL>"]
+
+
+async def test_tool_calls_names_tool_results_and_tool_definitions_are_masked_in_place() -> None:
+    arguments = json.dumps({"to": "a@b.io", "cc": ["c@d.io"], "e@f.io": 1})
+    data: dict[str, Any] = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "hi", "name": "x@y.io"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "1", "content": [{"type": "text", "text": "sent to a@b.io"}]},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "description": "mails g@h.io"}}],
+    }
+    data = await pre_call(Handler(), data)
+    messages = data["messages"]
+    assert messages[0]["name"] == "<EMAIL>"
+    masked_arguments = json.loads(messages[1]["tool_calls"][0]["function"]["arguments"])
+    assert masked_arguments == {"to": "<EMAIL>", "cc": ["<EMAIL>"], "<EMAIL>": 1}
+    assert messages[2]["content"][0]["text"] == "sent to <EMAIL>"
+    assert data["tools"][0]["function"]["description"] == "mails <EMAIL>"
+    assert data["metadata"]["pii"] == {"email": 6}
+
+
+async def test_a_card_in_a_tool_result_or_as_a_number_in_arguments_is_refused() -> None:
+    handler = Handler({"credit_card": "block"})
+    result = {
+        "role": "tool",
+        "tool_call_id": "1",
+        "content": [{"type": "text", "text": "4111 1111 1111 1111"}],
+    }
+    with pytest.raises(HTTPException):
+        await pre_call(handler, {"model": "m", "messages": [result]})
+    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": '{"n": 4111111111111111}'}}
+    with pytest.raises(HTTPException):
+        await pre_call(handler, {"model": "m", "messages": [{"role": "assistant", "tool_calls": [call]}]})
+
+
+async def test_unicode_is_read_normalised_but_forwarded_as_sent_when_nothing_matched() -> None:
+    text = "ｈｅｌｌｏ wo\u200brld, café"  # noqa: RUF001
+    data = await pre_call(Handler(), chat(text))
+    assert data["messages"][0]["content"] == text
+    data = await pre_call(Handler(), chat("mail a\u200b@b.io ｈｉ"))  # noqa: RUF001
+    assert data["messages"][0]["content"] == "mail <EMAIL> hi"  # the masked place is written normalised
