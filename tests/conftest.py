@@ -84,11 +84,17 @@ class E2EStack:
         deadline = time.monotonic() + POLL_DEADLINE_S
         while True:
             for entry in self.access_log():
-                if entry.get("request_id") == request_id:
+                if request_id in (entry.get("request_id"), entry.get("client_request_id")):
                     return entry
             if time.monotonic() > deadline:
                 raise AssertionError(f"no access log line for request {request_id}: {self.access_log()}")
             time.sleep(0.02)
+
+    def request_id_of(self, client_request_id: str) -> str:
+        """The id Envoy gave the request the client sent with `x-request-id: client_request_id` (hooks
+        see it as `litellm_call_id`, the sidecar logs it)."""
+        envoy_id: str = self.access_entry(client_request_id)["request_id"]
+        return envoy_id
 
     def stat(self, name: str) -> int:
         response = self._admin.get("/stats", params={"filter": f"^{name}$"})
@@ -148,7 +154,8 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory
 
 @pytest.fixture()
 def request_id() -> str:
-    """A fresh `x-request-id`: Envoy keeps the client's, so access log lines can be found by it."""
+    """A fresh `x-request-id`: Envoy makes its own, but logs the client's as `client_request_id`, so
+    access log lines can be found by it."""
     return f"e2e-{uuid.uuid4().hex}"
 
 

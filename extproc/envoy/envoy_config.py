@@ -35,26 +35,37 @@ EXT_PROC_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExternalProcessor"
 EXT_PROC_PER_ROUTE_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute"
 ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
 HEADER_TO_METADATA_TYPE = f"{_TYPE}.filters.http.header_to_metadata.v3.Config"
+EARLY_MUTATION_TYPE = f"{_TYPE}.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 HTTP_OPTIONS_TYPE = f"{_TYPE}.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
 
 
+# Concurrent ext_proc streams Envoy may hold to the sidecar: in effect no limit (see _sidecar_cluster).
+SIDECAR_STREAMS = 2**31 - 1
+# The request id a client sent, kept for the access log only: Envoy makes its own (below).
+CLIENT_REQUEST_ID_HEADER = "x-client-request-id"
+
+
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """Where Envoy sends LLM traffic: `scheme://host[:port]`."""
+    """Where Envoy sends LLM traffic: `scheme://host[:port]`, and for a deployment's `api_base` the path
+    its endpoints live under (`/v1` in `http://host:8000/v1`)."""
 
     scheme: str
     host: str
     port: int
+    path: str = ""
 
     @classmethod
-    def parse(cls, url: str) -> Upstream:
+    def parse(cls, url: str, allow_path: bool = False) -> Upstream:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream {url!r}: expected http(s)://host[:port]")
-        if parts.path not in ("", "/") or parts.query:
+        path = parts.path.rstrip("/")
+        if (path and not allow_path) or parts.query:
             raise ValueError(f"upstream {url!r}: give scheme://host[:port] only; request paths are kept")
-        return cls(parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname, port, path)
 
     @property
     def authority(self) -> str:
@@ -92,6 +103,35 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
     }
 
 
+def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """What Envoy does to a client's headers before it routes, makes the request id, or runs a filter.
+
+    - `x-llm-deployment` picks a deployment's route: only the sidecar may set it, after the hooks.
+    - The identity headers of `extproc.auth.headers` become `UserAPIKeyAuth` fields (a team, a limit, a
+      model list): removed unless the operator declares an earlier filter sets them (`trusted_headers`).
+    - `x-request-id`: moved to `x-client-request-id` (for the access log), so Envoy always makes its
+      own, and hooks' `litellm_call_id` is never a value the client chose.
+    """
+    removed = [DEPLOYMENT_HEADER, *pipeline.config.sidecar.auth.untrusted_headers]
+    mutations: list[dict[str, Any]] = [{"remove": header} for header in dict.fromkeys(removed)]
+    mutations += [
+        {"remove": CLIENT_REQUEST_ID_HEADER},
+        {
+            "append": {
+                "header": {"key": CLIENT_REQUEST_ID_HEADER, "value": "%REQ(x-request-id)%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        },
+        {"remove": "x-request-id"},
+    ]
+    return [
+        {
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {"@type": EARLY_MUTATION_TYPE, "mutations": mutations},
+        }
+    ]
+
+
 def _disabled() -> dict[str, Any]:
     return {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
 
@@ -111,15 +151,15 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
     deployment_routes = [
         {
             "name": f"deployment_{target.id}",
+            # POST only: the sidecar sets the header on the requests it hooked, which are all POSTs.
             "match": {
                 "safe_regex": {"regex": ENDPOINT_REGEX},
-                "headers": [{"name": DEPLOYMENT_HEADER, "string_match": {"exact": target.id}}],
+                "headers": [
+                    {"name": DEPLOYMENT_HEADER, "string_match": {"exact": target.id}},
+                    {"name": ":method", "string_match": {"exact": "POST"}},
+                ],
             },
-            "route": {
-                "cluster": cluster,
-                "timeout": "0s",
-                "host_rewrite_literal": Upstream.parse(base).authority,
-            },
+            "route": deployment_action(cluster, Upstream.parse(base, allow_path=True)),
         }
         for target, cluster, base in deployment_clusters(pipeline)
     ]
@@ -131,6 +171,18 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
     }
     routes = [*deployment_routes, *llm_routes, other]
     return {"name": "llm", "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}]}
+
+
+def deployment_action(cluster: str, base: Upstream) -> dict[str, Any]:
+    """To a deployment's cluster; an `api_base` with a path (`http://host/v1`, LiteLLM's usual form)
+    has its endpoints under that path, whether the client wrote the optional `/v1` or not."""
+    action: dict[str, Any] = {"cluster": cluster, "timeout": "0s", "host_rewrite_literal": base.authority}
+    if base.path:
+        action["regex_rewrite"] = {
+            "pattern": {"regex": r"^(?:/v1)?(/.*)$"},
+            "substitution": base.path.replace("\\", "\\\\") + r"\1",
+        }
+    return action
 
 
 def one_message_routes(action: dict[str, Any]) -> list[dict[str, Any]]:
@@ -212,9 +264,21 @@ def _cluster(name: str, addresses: list[dict[str, Any]], buffer_limit: int, http
 
 def _sidecar_cluster(pipeline: Pipeline, sidecar: ListenAddress, buffer_limit: int) -> dict[str, Any]:
     """The sidecar's cluster, one endpoint per worker; over TCP with `extproc.tls`, Envoy verifies the
-    sidecar and (mTLS) shows its own certificate."""
+    sidecar and (mTLS) shows its own certificate.
+
+    Every request on an LLM route holds one ext_proc stream from its headers to its end, however slowly
+    its client uploads; Envoy's default circuit breakers (1,024 requests, 1,024 pending) would let as
+    many stalled uploads fail every other request's stream (503, or unhooked with failure_mode_allow).
+    So the sidecar's cluster is bounded only by what the listener admits, and slow uploads by the
+    connection manager's timeouts (`bootstrap`)."""
     addresses = sidecar.workers(pipeline.config.sidecar.workers)
     cluster = _cluster(SIDECAR_CLUSTER, [a.envoy_address() for a in addresses], buffer_limit, http2=True)
+    unbounded = {"max_connections": SIDECAR_STREAMS, "max_pending_requests": SIDECAR_STREAMS}
+    cluster["circuit_breakers"] = {
+        "thresholds": [
+            {"priority": p, "max_requests": SIDECAR_STREAMS, **unbounded} for p in ("DEFAULT", "HIGH")
+        ]
+    }
     tls = pipeline.config.sidecar.tls
     if tls is None or sidecar.is_unix:
         return cluster
@@ -275,7 +339,8 @@ def bootstrap(
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
-        "access_log": access_log(access_log_path, EXT_PROC_FILTER),
+        "early_header_mutation_extensions": early_header_mutations(pipeline),
+        "access_log": access_log(access_log_path, EXT_PROC_FILTER, CLIENT_REQUEST_ID_HEADER),
         "local_reply_config": local_replies(pipeline),
         "route_config": route_config(pipeline, target),
         "http_filters": [
@@ -292,7 +357,7 @@ def bootstrap(
     for _, cluster, base in deployment_clusters(pipeline):
         if cluster not in seen:
             seen.add(cluster)
-            clusters.append(_upstream_cluster(cluster, Upstream.parse(base), limit))
+            clusters.append(_upstream_cluster(cluster, Upstream.parse(base, allow_path=True), limit))
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {

@@ -13,6 +13,7 @@ SIDECAR_ERROR_STATUS = 503
 # Envoy response flags of its own upstream failures (connect, no host, overflow, retries, timeout).
 UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UT")
 FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+REQ_WITHOUT_QUERY_TYPE = "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
 
 
 def _status_is(status: int, runtime_key: str) -> dict[str, Any]:
@@ -31,8 +32,23 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
     """Envoy's own error replies in the OpenAI envelope: a body too large, the upstream or the sidecar
     unreachable. The sidecar's own answers always carry its metadata, so a reply without it is Envoy's."""
     limit = pipeline.config.sidecar.max_request_bytes
+    without_sidecar_metadata = {
+        "metadata_filter": {
+            "match_if_key_not_found": True,
+            "matcher": {
+                "filter": METADATA_NAMESPACE,
+                "path": [{"key": VERDICT}],
+                "value": {"string_match": {"safe_regex": {"regex": "^$"}}},
+            },
+        }
+    }
+    # Envoy's own 413 only: a hook's 413 keeps its message (the sidecar's answers carry the verdict).
     too_large = {
-        "filter": _status_is(413, "llm_extproc.local_reply.413"),
+        "filter": {
+            "and_filter": {
+                "filters": [_status_is(413, "llm_extproc.local_reply.413"), without_sidecar_metadata]
+            }
+        },
         "body_format_override": _envelope(
             413,
             f"Request body too large: the limit is {limit} bytes",
@@ -54,16 +70,6 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
         }
         for status in (502, 503, 504)
     ]
-    without_sidecar_metadata = {
-        "metadata_filter": {
-            "match_if_key_not_found": True,
-            "matcher": {
-                "filter": METADATA_NAMESPACE,
-                "path": [{"key": VERDICT}],
-                "value": {"string_match": {"safe_regex": {"regex": "^$"}}},
-            },
-        }
-    }
     sidecar_failed = [
         {
             "filter": {
@@ -90,14 +96,17 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
     return {"mappers": [too_large, *upstream_failed, *sidecar_failed, bad_request]}
 
 
-def access_log(path: str, ext_proc_filter: str) -> list[dict[str, Any]]:
+def access_log(path: str, ext_proc_filter: str, client_request_id_header: str) -> list[dict[str, Any]]:
     """One JSON line per request at `path`, with the sidecar's metadata and the timing that the ext_proc
     filter named `ext_proc_filter` keeps in its filter state."""
     fields = {
         "time": "%START_TIME%",
         "request_id": "%REQ(X-REQUEST-ID)%",
+        # What the client sent as x-request-id (Envoy makes its own): to find a client's request.
+        "client_request_id": f"%REQ({client_request_id_header})%",
         "method": "%REQ(:METHOD)%",
-        "path": "%REQ(:PATH)%",
+        # Without the query: a client may put a key there (`?key=...`), and the log must not keep it.
+        "path": "%REQ_WITHOUT_QUERY(:PATH)%",
         "status": "%RESPONSE_CODE%",
         "details": "%RESPONSE_CODE_DETAILS%",
         "flags": "%RESPONSE_FLAGS%",
@@ -109,6 +118,18 @@ def access_log(path: str, ext_proc_filter: str) -> list[dict[str, Any]]:
     return [
         {
             "name": "envoy.access_loggers.file",
-            "typed_config": {"@type": FILE_LOG_TYPE, "path": path, "log_format": {"json_format": fields}},
+            "typed_config": {
+                "@type": FILE_LOG_TYPE,
+                "path": path,
+                "log_format": {
+                    "json_format": fields,
+                    "formatters": [
+                        {
+                            "name": "envoy.formatter.req_without_query",
+                            "typed_config": {"@type": REQ_WITHOUT_QUERY_TYPE},
+                        }
+                    ],
+                },
+            },
         }
     ]

@@ -16,17 +16,21 @@ from extproc.api.family import ApiFamily
 from extproc.errors import BodyError, MultipartError, ProxyException
 from extproc.request.routing import allowed
 from extproc.request.state import RequestState
+from extproc.settings.auth import CREDENTIAL_HEADERS
 from extproc.types import Headers, JSONDict
 
 ENFORCE_USER_MESSAGE = "Authentication Error, 'user' param not passed in. 'enforce_user_param'=True"
 # Keys the sidecar adds to `data` for hooks (as LiteLLM does); never sent upstream.
 SIDECAR_KEYS = ("metadata", "litellm_call_id", "proxy_server_request")
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
+# The default credential headers; `extproc.auth.credential_headers` adds to them (RequestState passes them).
+SECRET_HEADERS = frozenset(CREDENTIAL_HEADERS)
+# LiteLLM identity keys in `metadata`: hooks trust them, so the client's values never stay.
+IDENTITY_KEYS = ("user_api_key_team_id", "user_api_key_user_id", "user_api_key_alias", "requester_ip_address")
 
 
-def public_headers(headers: Headers) -> Headers:
+def public_headers(headers: Headers, secret: frozenset[str] = SECRET_HEADERS) -> Headers:
     """Request headers for hooks and logs: no pseudo-headers, no credentials."""
-    return {k: v for k, v in headers.items() if k[0] != ":" and k not in SECRET_HEADERS}
+    return {k: v for k, v in headers.items() if k[0] != ":" and k not in secret}
 
 
 def too_large(limit: int) -> ProxyException:
@@ -83,17 +87,25 @@ def client_values(data: JSONDict) -> JSONDict:
 
 
 def add_sidecar_keys(data: JSONDict, request: RequestState) -> JSONDict:
-    """LiteLLM's additions for hooks: `metadata` (the client's own, plus headers, key hash, endpoint and
-    request id), `litellm_call_id` and `proxy_server_request`."""
+    """LiteLLM's additions for hooks: `metadata` (the client's own, plus headers, key hash, identity,
+    endpoint and request id), `litellm_call_id` and `proxy_server_request`. The identity keys come from
+    the caller's `UserAPIKeyAuth` only: a client's own values for them are dropped (the client's
+    `metadata` still goes upstream as sent)."""
     client_metadata = data.get("metadata")
-    headers = public_headers(request.headers)
+    user = request.user
+    headers = public_headers(request.headers, request.pipeline.config.sidecar.auth.credential_headers)
     metadata: JSONDict = dict(client_metadata) if isinstance(client_metadata, dict) else {}
+    for key in IDENTITY_KEYS:
+        metadata.pop(key, None)
     path = request.headers.get(":path", "")
-    key_hash = request.user.api_key
+    key_hash = user.api_key
     metadata.update(
         headers=headers,
         user_api_key=key_hash,
         user_api_key_hash=key_hash,
+        user_api_key_team_id=user.team_id,
+        user_api_key_user_id=user.user_id,
+        user_api_key_alias=user.key_alias,
         endpoint=path,
         request_id=request.request_id,
     )

@@ -182,7 +182,10 @@ class Ending:
             return decision
         self._headers_added = True
         extra = await chain.response_headers(
-            request.data, request.user, response, public_headers(request.headers)
+            request.data,
+            request.user,
+            response,
+            public_headers(request.headers, request.pipeline.config.sidecar.auth.credential_headers),
         )
         if not extra:
             return decision

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +36,11 @@ class Target:
 
 def _target(index: int, deployment: Deployment) -> Target:
     params = deployment.litellm_params
-    info = deployment.model_info
-    raw_id = str(info.get("id") or f"{deployment.model_name}-{index}")
     model = str(params["model"])
     api_base = params.get("api_base")
     weight = params.get("weight", 1)
     return Target(
-        id=re.sub(r"[^A-Za-z0-9_.-]", "-", raw_id),
+        id=deployment.route_id(index),
         model_name=deployment.model_name,
         upstream_model=model.removeprefix(_PROVIDER_PREFIX),
         api_base=str(api_base).rstrip("/") if api_base else None,

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from extproc.api.family import ApiFamily
+from extproc.errors import ProxyException
 from extproc.request.pipeline import Pipeline
 from extproc.settings.auth import UserAPIKeyAuth
 from extproc.types import Headers, JSONDict
@@ -48,7 +49,12 @@ class RequestState:
         """The caller, built from the headers and metadata on first use."""
         if self._user is None:
             route = self.family.path if self.family else ""
-            self._user = self.pipeline.config.sidecar.auth.build(self.headers, self.metadata, None, route)
+            try:
+                self._user = self.pipeline.config.sidecar.auth.build(self.headers, self.metadata, None, route)
+            except ProxyException:
+                # Refused credentials (several keys): the failure hooks see an anonymous caller.
+                self._user = UserAPIKeyAuth(request_route=route)
+                raise
         return self._user
 
     @property

@@ -13,9 +13,28 @@ from typing import Any
 
 import orjson
 
+from extproc.errors import ProxyException
 from extproc.types import Headers
 
 log = logging.getLogger("extproc.auth")
+
+# Headers that carry a credential: never shown to hooks or logs (`extproc.auth.credential_headers` adds).
+CREDENTIAL_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "ocp-apim-subscription-key",
+    "x-auth-token",
+    "x-goog-api-key",
+)
+# The headers a key is read from; a request may name one key only, however many of them it sends.
+KEY_HEADERS = ("authorization", "x-api-key", "api-key")
+AMBIGUOUS_KEY_MESSAGE = (
+    "Authentication Error, several different API keys in one request: "
+    "send one key, in 'Authorization: Bearer <key>' or 'api-key'"
+)
 
 
 @dataclass(slots=True)
@@ -80,13 +99,26 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def raw_key_of(headers: Headers) -> str | None:
-    """The bearer token, or `x-api-key` / `api-key` (Anthropic and Azure styles)."""
-    value = headers.get("authorization")
-    if value:
+def _key_in(header: str, value: str) -> str:
+    if header == "authorization":
         scheme, _, rest = value.partition(" ")
         return rest.strip() if scheme.lower() == "bearer" and rest.strip() else value.strip()
-    return headers.get("x-api-key") or headers.get("api-key") or None
+    return value.strip()
+
+
+def raw_key_of(headers: Headers) -> str | None:
+    """The bearer token, or `x-api-key` / `api-key` (Anthropic and Azure styles).
+
+    A key decides which limits count a request, so a request that names two different keys (one in
+    `api-key`, another in `Authorization`), or repeats a key header (Envoy joins repeats with a comma,
+    which no key contains), is refused rather than counted under whichever a rule would pick."""
+    keys = {_key_in(header, value) for header in KEY_HEADERS if (value := headers.get(header))}
+    if not keys:
+        return None
+    key = keys.pop()
+    if keys or "," in key:
+        raise ProxyException(AMBIGUOUS_KEY_MESSAGE, 401, None, "auth_error")
+    return key or None
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -134,10 +166,20 @@ class MetadataSource:
 
 @dataclass(frozen=True, slots=True)
 class AuthSources:
-    """Where each `UserAPIKeyAuth` field comes from: request headers and Envoy metadata."""
+    """Where each `UserAPIKeyAuth` field comes from: request headers and Envoy metadata.
+
+    `trusted_headers` are identity headers an earlier Envoy filter sets: the generated Envoy config
+    removes client-sent copies of every other header in `headers` before the sidecar sees them."""
 
     headers: tuple[tuple[str, str], ...] = ()
     metadata: tuple[tuple[str, MetadataSource], ...] = ()
+    trusted_headers: frozenset[str] = frozenset()
+    credential_headers: frozenset[str] = frozenset(CREDENTIAL_HEADERS)
+
+    @property
+    def untrusted_headers(self) -> tuple[str, ...]:
+        """Identity headers a client could send itself: Envoy removes them from client requests."""
+        return tuple(dict.fromkeys(h for _, h in self.headers if h not in self.trusted_headers))
 
     @property
     def namespaces(self) -> tuple[str, ...]:

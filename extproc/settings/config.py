@@ -7,9 +7,11 @@ Unknown keys are reported as warnings, never fatal. `os.environ/NAME` strings ar
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -46,6 +48,12 @@ class Deployment:
     model_name: str
     litellm_params: dict[str, Any]
     model_info: dict[str, Any] = field(default_factory=dict)
+
+    def route_id(self, index: int) -> str:
+        """The id Envoy routes on (`x-llm-deployment`): `model_info.id`, or the name and the position,
+        with what a header value and a route name cannot hold replaced."""
+        raw_id = str(self.model_info.get("id") or f"{self.model_name}-{index}")
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", raw_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,41 @@ def _model_list(value: Any) -> tuple[Deployment, ...]:
     return tuple(deployments)
 
 
+API_BASE_FORM = "write api_base as http(s)://host[:port][/path], e.g. http://host:8000/v1"
+
+
+def _check_routes(deployments: tuple[Deployment, ...]) -> None:
+    """With routing, every deployment needs its own route id and an api_base Envoy can reach."""
+    seen: dict[str, int] = {}
+    for i, deployment in enumerate(deployments):
+        route_id = deployment.route_id(i)
+        if route_id in seen:
+            first = seen[route_id]
+            raise ConfigError(
+                f"model_list[{i}].model_info.id: deployments {first} and {i} both route as {route_id!r} "
+                "(ids may hold only letters, digits, '_', '.' and '-'); give each a distinct id"
+            )
+        seen[route_id] = i
+        api_base = deployment.litellm_params.get("api_base")
+        if api_base is None:
+            continue
+        where = f"model_list[{i}].litellm_params.api_base"
+        parts = urlsplit(api_base) if isinstance(api_base, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise ConfigError(f"{where}: {api_base!r} is not usable: {API_BASE_FORM}")
+        try:
+            parts.port  # noqa: B018 (raises ValueError for a port out of range)
+        except ValueError:
+            raise ConfigError(f"{where}: {api_base!r} has a bad port: {API_BASE_FORM}") from None
+
+
 def parse(raw: Any, path: Path) -> Config:
     """Validate a decoded config document."""
     doc = mapping(raw, "config")
@@ -134,13 +177,16 @@ def parse(raw: Any, path: Path) -> Config:
         f"extproc.handlers.{ref}: not a configured callback"
         for ref in sidecar.handlers.keys() - set(callbacks)
     ]
+    model_list = _model_list(doc.get("model_list"))
+    if sidecar.routing:
+        _check_routes(model_list)
     return Config(
         path=path,
         callbacks=callbacks,
         enforce_user_param=boolean(
             general.get("enforce_user_param", False), "general_settings.enforce_user_param"
         ),
-        model_list=_model_list(doc.get("model_list")),
+        model_list=model_list,
         sidecar=sidecar,
         warnings=tuple(sorted(warnings)),
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extproc.settings.auth import SETTABLE_FIELDS, AuthSources, MetadataSource
+from extproc.settings.auth import CREDENTIAL_HEADERS, SETTABLE_FIELDS, AuthSources, MetadataSource
 from extproc.settings.checks import ConfigError, boolean, integer, mapping
 from extproc.settings.listen import ListenAddress
 
@@ -113,12 +113,37 @@ def _listen(value: Any, where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+_AUTH_KEYS = ("headers", "metadata", "trusted_headers", "credential_headers")
+
+
+def _header_names(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and ":" not in v for v in value):
+        raise ConfigError(f"{where}: expected a list of header names")
+    return tuple(v.lower() for v in value)
+
+
+def _trusted_headers(value: Any, headers: list[tuple[str, str]], where: str) -> frozenset[str]:
+    """`true`: every header in `auth.headers` is set by an earlier filter; a list: those named."""
+    named = {header for _, header in headers}
+    if value is None or value is False:
+        return frozenset()
+    if value is True:
+        return frozenset(named)
+    trusted = _header_names(value, where)
+    for header in trusted:
+        if header not in named:
+            raise ConfigError(f"{where}: {header!r} is not a header of extproc.auth.headers")
+    return frozenset(trusted)
+
+
 def _auth(raw: dict[str, Any], where: str) -> AuthSources:
     headers: list[tuple[str, str]] = []
     metadata: list[tuple[str, MetadataSource]] = []
     for key, value in raw.items():
-        if key not in ("headers", "metadata"):
-            raise ConfigError(f"{where}.{key}: unknown key (expected 'headers' or 'metadata')")
+        if key not in _AUTH_KEYS:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(_AUTH_KEYS)})")
+        if key in ("trusted_headers", "credential_headers"):
+            continue
         for name, spec in mapping(value, f"{where}.{key}").items():
             at = f"{where}.{key}.{name}"
             if name not in SETTABLE_FIELDS:
@@ -126,13 +151,23 @@ def _auth(raw: dict[str, Any], where: str) -> AuthSources:
             if not isinstance(spec, str) or not spec:
                 raise ConfigError(f"{at}: expected a string")
             if key == "headers":
+                if spec.startswith(":") or spec.lower() in CREDENTIAL_HEADERS:
+                    raise ConfigError(f"{at}: {spec!r} cannot carry an identity field")
                 headers.append((name, spec.lower()))
             else:
                 try:
                     metadata.append((name, MetadataSource.parse(spec)))
                 except ValueError as exc:
                     raise ConfigError(f"{at}: {exc}") from None
-    return AuthSources(tuple(headers), tuple(metadata))
+    trusted = _trusted_headers(raw.get("trusted_headers"), headers, f"{where}.trusted_headers")
+    extra = raw.get("credential_headers")
+    credentials = () if extra is None else _header_names(extra, f"{where}.credential_headers")
+    for name, header in headers:
+        if header in credentials:
+            raise ConfigError(f"{where}.headers.{name}: {header!r} is listed as a credential header")
+    return AuthSources(
+        tuple(headers), tuple(metadata), trusted, frozenset((*CREDENTIAL_HEADERS, *credentials))
+    )
 
 
 def _handler_policies(raw: dict[str, Any]) -> dict[str, HandlerPolicy]:
@@ -294,4 +329,11 @@ def parse_sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> Sidec
         workers=_workers(raw.get("workers", defaults.workers)),
     )
     _check_workers(settings, warnings)
+    if settings.routing and settings.forward_headers is not None:
+        # One-message mode has no request-headers message, so the sidecar cannot clear Envoy's route
+        # cache after choosing a deployment: the route would be the one picked before any hook ran.
+        raise ConfigError(
+            "extproc.routing: not supported together with extproc.forward_headers (one-message mode); "
+            "remove one of them"
+        )
     return settings

@@ -77,7 +77,10 @@ def post(stack, path: str, body: dict[str, Any] | bytes, request_id: str):
 
 
 def hooked(stack, request_id: str) -> list[dict[str, Any]]:
-    return [call for call in stack.hook_calls() if call["request_id"] == request_id]
+    envoy_id = stack.request_id_of(request_id)  # hooks see Envoy's id, not the client's
+    return [
+        {**call, "request_id": request_id} for call in stack.hook_calls() if call["request_id"] == envoy_id
+    ]
 
 
 CASES = [pytest.param(path, body, call_type, id=path) for path, body, call_type in JSON_ENDPOINTS]

@@ -85,7 +85,10 @@ def chat(text: str = "hello there", **extra: Any) -> dict[str, Any]:
 
 
 def hooked(stack, request_id: str) -> list[dict[str, Any]]:
-    return [call for call in stack.hook_calls() if call["request_id"] == request_id]
+    envoy_id = stack.request_id_of(request_id)  # hooks see Envoy's id, not the client's
+    return [
+        {**call, "request_id": request_id} for call in stack.hook_calls() if call["request_id"] == envoy_id
+    ]
 
 
 def received_body(record: dict[str, Any]) -> bytes:

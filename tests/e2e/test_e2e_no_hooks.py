@@ -58,5 +58,5 @@ def test_external_upstream(e2e_stack, stack, request_id):
     response = other.http.get("/v1/models", headers={"x-request-id": request_id})
     assert response.status_code == 200, response.text
     record = stack.mock_last()
-    assert record["headers"]["x-request-id"] == request_id
+    assert record["headers"]["x-client-request-id"] == request_id  # Envoy makes its own x-request-id
     assert record["headers"]["host"] == stack.mock_url.removeprefix("http://")

@@ -12,7 +12,8 @@ litellm_settings: {callbacks: [h.h]}
 general_settings: {enforce_user_param: true}
 extproc:
   forward_headers: [authorization, x-team-id]
-  auth: {headers: {team_id: x-team-id}}
+  # As if an earlier filter set x-team-id (e.g. from a verified JWT): Envoy keeps it.
+  auth: {headers: {team_id: x-team-id}, trusted_headers: [x-team-id]}
 """
 HANDLER = """
 import json, pathlib
@@ -64,7 +65,7 @@ def test_one_message_carries_endpoint_and_forwarded_headers(stack, request_id):
         last = seen(stack)[-1]
         assert last["call_type"] == call_type
         assert last["key"] == hashlib.sha256(b"sk-one").hexdigest() and last["team"] == "team-7"
-        assert last["call_id"] == request_id
+        assert last["call_id"] == last["headers"]["x-request-id"] != request_id  # Envoy's own id
         assert "x-other" not in last["headers"]  # only forwarded headers reach hooks in this mode
         assert "authorization" not in last["headers"]
     entry = stack.access_entry(request_id)

@@ -244,7 +244,9 @@ def headers(request_id: str, **actions: str) -> dict[str, str]:
 
 
 def calls(stack, request_id: str, hook: str) -> list[dict[str, Any]]:
-    return [c for c in stack.hook_calls() if c.get("hook") == hook and c.get("request_id") == request_id]
+    """A hook's records for the request the client sent as `request_id` (hooks see Envoy's own id)."""
+    envoy_id = stack.request_id_of(request_id)
+    return [c for c in stack.hook_calls() if c.get("hook") == hook and c.get("request_id") == envoy_id]
 
 
 def content_of(response) -> str:
@@ -297,7 +299,7 @@ def test_moderation_runs_in_parallel_with_upstream(moderation_stack, request_id)
     assert response.status_code == 200, response.text
     [hook] = calls(moderation_stack, request_id, "moderation")
     [mock] = moderation_stack.mock_requests()
-    assert mock["headers"]["x-request-id"] == request_id
+    assert mock["headers"]["x-request-id"] == moderation_stack.request_id_of(request_id)
     # Sequential in either order would break one of these: the hook started before the upstream
     # answered, and the upstream had the request before the hook ended.
     assert hook["start"] < mock["answered_at"], (hook, mock["received_at"], mock["answered_at"])

@@ -572,8 +572,9 @@ def test_client_disconnect_runs_the_generators_finally(stack, request_id):
                 break
     # Both clients are closed: the connection is gone with 48 of the 50 chunks still to come.
     assert len(got) == 2
+    envoy_id = stack.request_id_of(request_id)  # hooks see Envoy's id, not the client's
     [done] = poll(
-        lambda: [c for c in stack.hook_calls() if c.get("request_id") == request_id],
+        lambda: [c for c in stack.hook_calls() if c.get("request_id") == envoy_id],
         "the iterator hook's finally",
         FINALLY_DEADLINE_S,
     )
@@ -596,9 +597,8 @@ def test_stream_without_streaming_hooks_is_byte_identical(plain_stack, request_i
     body = chat("pass me through untouched", **USAGE)
     response = plain_stack.http.post("/v1/chat/completions", json=body, headers=headers(request_id))
     assert response.status_code == 200
-    assert [c["request_id"] for c in plain_stack.hook_calls() if c["request_id"] == request_id] == [
-        request_id
-    ]
+    envoy_id = plain_stack.request_id_of(request_id)  # hooks see Envoy's id, not the client's
+    assert [c["request_id"] for c in plain_stack.hook_calls() if c["request_id"] == envoy_id] == [envoy_id]
     with httpx.Client(timeout=10, trust_env=False) as direct:
         straight = direct.post(f"{plain_stack.mock_url}/v1/chat/completions", json=body, headers=headers())
     assert straight.status_code == 200

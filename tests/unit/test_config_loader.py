@@ -111,6 +111,35 @@ def test_callbacks_list_and_extproc_section(tmp_path):
         ("extproc: {workers: 3, listen: ['127.0.0.1:65534']}", "worker 2 would listen on port 65536"),
         ("extproc: {workers: 2, listen: ['unix:/s'], metrics_listen: ':65535'}", "port 65536, above"),
         ("a: [", "not valid YAML"),
+        ("extproc: {routing: true, forward_headers: [x-user]}", "extproc.routing: not supported together"),
+        ("extproc: {auth: {trusted_headers: [x-team]}}", "extproc.auth.trusted_headers: 'x-team' is not"),
+        ("extproc: {auth: {trusted_headers: yes-please}}", "extproc.auth.trusted_headers: expected a list"),
+        (
+            "extproc: {auth: {credential_headers: x-secret}}",
+            "extproc.auth.credential_headers: expected a list",
+        ),
+        ("extproc: {auth: {headers: {team_id: authorization}}}", "'authorization' cannot carry an identity"),
+        (
+            "extproc: {auth: {headers: {team_id: x-t}, credential_headers: [X-T]}}",
+            "extproc.auth.headers.team_id: 'x-t' is listed as a credential header",
+        ),
+        ("extproc: {auth: {surprise: 1}}", "extproc.auth.surprise: unknown key"),
+        (
+            "model_list: [{model_name: a, litellm_params: {model: a}, model_info: {id: 'dep 1'}},"
+            " {model_name: b, litellm_params: {model: b}, model_info: {id: 'dep/1'}}]\n"
+            "extproc: {routing: true}",
+            "deployments 0 and 1 both route as 'dep-1'",
+        ),
+        (
+            "model_list: [{model_name: a, litellm_params: {model: a, api_base: 'host:8000/v1'}}]\n"
+            "extproc: {routing: true}",
+            "model_list[0].litellm_params.api_base: 'host:8000/v1' is not usable: write api_base as",
+        ),
+        (
+            "model_list: [{model_name: a, litellm_params: {model: a, api_base: 'http://h/v1?x=1'}}]\n"
+            "extproc: {routing: true}",
+            "is not usable",
+        ),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, fragment):
@@ -448,3 +477,17 @@ def test_settings_import_nothing_from_the_layers_above():
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     above = ("extproc.ops", "extproc.request", "extproc.envoy", "extproc.devtools")
     assert [name for name in json.loads(run.stdout) if name.startswith(above)] == []
+
+
+def test_credential_headers_add_to_the_defaults(tmp_path):
+    loaded = config.load(
+        write(tmp_path, "c.yaml", "extproc: {auth: {credential_headers: [X-Tenant-Secret]}}")
+    )
+    credentials = loaded.sidecar.auth.credential_headers
+    assert {"x-tenant-secret", "authorization", "ocp-apim-subscription-key", "x-auth-token"} <= credentials
+
+
+def test_identity_headers_are_untrusted_unless_declared(tmp_path):
+    text = "extproc: {auth: {headers: {team_id: x-team, rpm_limit: x-rpm}, trusted_headers: [X-Team]}}"
+    auth = config.load(write(tmp_path, "c.yaml", text)).sidecar.auth
+    assert auth.untrusted_headers == ("x-rpm",)

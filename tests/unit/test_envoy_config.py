@@ -190,7 +190,10 @@ def test_routing_gives_each_api_base_a_cluster_and_a_header_route(tmp_path):
     hcm, _ = ext_proc(bootstrap)
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes] == ["deployment_east", "deployment_west", "llm_api", "pass_through"]
-    assert routes[0]["match"]["headers"] == [{"name": "x-llm-deployment", "string_match": {"exact": "east"}}]
+    assert routes[0]["match"]["headers"] == [
+        {"name": "x-llm-deployment", "string_match": {"exact": "east"}},
+        {"name": ":method", "string_match": {"exact": "POST"}},
+    ]
     assert routes[1]["route"]["host_rewrite_literal"] == "west.example.com"
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
     assert {"deployment_0", "deployment_1"} <= clusters.keys()
@@ -277,3 +280,84 @@ def test_sidecar_address_as_a_value(tmp_path):
         assert generate(built, sidecar=ListenAddress.parse(text)) == generate(built, sidecar=text)
     with pytest.raises(ValueError, match="neither host:port nor unix:/path"):
         generate(built, sidecar="nonsense")
+
+
+def early_mutations(bootstrap):
+    hcm, _ = ext_proc(bootstrap)
+    [extension] = hcm["early_header_mutation_extensions"]
+    return extension["typed_config"]["mutations"]
+
+
+def test_client_identity_and_deployment_headers_are_removed_before_routing(tmp_path):
+    built = build(
+        tmp_path,
+        """
+        extproc:
+          auth: {headers: {team_id: x-team-id, rpm_limit: X-RPM-Limit}}
+    """,
+    )
+    removed = [m["remove"] for m in early_mutations(generate(built)) if "remove" in m]
+    assert {"x-llm-deployment", "x-team-id", "x-rpm-limit", "x-request-id"} <= set(removed)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "kept"),
+    [("true", {"x-team-id", "x-rpm-limit"}), ("[x-team-id]", {"x-team-id"})],
+)
+def test_trusted_identity_headers_are_left_to_the_filter_that_sets_them(tmp_path, trusted, kept):
+    built = build(
+        tmp_path,
+        f"""
+        extproc:
+          auth:
+            headers: {{team_id: x-team-id, rpm_limit: x-rpm-limit}}
+            trusted_headers: {trusted}
+    """,
+    )
+    removed = {m["remove"] for m in early_mutations(generate(built)) if "remove" in m}
+    assert not kept & removed
+    assert {"x-team-id", "x-rpm-limit"} - kept <= removed
+
+
+def test_envoy_makes_its_own_request_id_and_logs_the_clients(tmp_path):
+    bootstrap = generate(build(tmp_path, "litellm_settings: {callbacks: [handlers.pii]}\n"))
+    mutations = early_mutations(bootstrap)
+    assert mutations[-1] == {"remove": "x-request-id"}
+    copied = [m["append"]["header"] for m in mutations if "append" in m]
+    assert copied == [{"key": "x-client-request-id", "value": "%REQ(x-request-id)%"}]
+    hcm, _ = ext_proc(bootstrap)
+    fields = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    assert fields["client_request_id"] == "%REQ(x-client-request-id)%"
+    assert fields["path"] == "%REQ_WITHOUT_QUERY(:PATH)%"
+
+
+def test_envoys_413_mapper_leaves_the_sidecars_own_413(tmp_path):
+    hcm, _ = ext_proc(generate(build(tmp_path, "litellm_settings: {callbacks: [handlers.pii]}\n")))
+    mapper = hcm["local_reply_config"]["mappers"][0]
+    filters = mapper["filter"]["and_filter"]["filters"]
+    assert filters[0]["status_code_filter"]["comparison"]["value"]["default_value"] == 413
+    assert filters[1]["metadata_filter"]["match_if_key_not_found"] is True
+
+
+def test_the_sidecar_cluster_has_no_circuit_breaker_a_slow_upload_flood_can_trip(tmp_path):
+    bootstrap = generate(build(tmp_path, "litellm_settings: {callbacks: [handlers.pii]}\n"))
+    [sidecar] = [
+        c for c in bootstrap["static_resources"]["clusters"] if c["name"] == envoy_config.SIDECAR_CLUSTER
+    ]
+    for threshold in sidecar["circuit_breakers"]["thresholds"]:
+        assert threshold["max_requests"] == threshold["max_pending_requests"] == 2**31 - 1
+
+
+def test_an_api_base_with_a_path_is_prefixed_to_the_endpoint(tmp_path):
+    built = build(
+        tmp_path,
+        """
+        model_list:
+          - {model_name: a, litellm_params: {model: a, api_base: "http://10.0.0.1:8000/v1/"}, model_info: {id: a}}
+        extproc: {routing: true}
+    """,
+    )
+    hcm, _ = ext_proc(generate(built))
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route["host_rewrite_literal"] == "10.0.0.1:8000"
+    assert route["regex_rewrite"] == {"pattern": {"regex": r"^(?:/v1)?(/.*)$"}, "substitution": r"/v1\1"}
