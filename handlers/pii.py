@@ -34,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -84,11 +85,14 @@ def _api_key(text: str) -> bool:
     return all(any(kind(c) for c in text) for kind in kinds)
 
 
+# Every pattern starts with a character or class to consume, and checks what precedes it with a
+# lookbehind placed after it: the regex engine then skips to candidate characters at C speed instead of
+# trying a lookbehind at every position (about ten times faster on prose).
 _SECRET_VENDOR = (
-    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key id
-    r"|\bgh[pousr]_[A-Za-z0-9]{36,255}\b|\bgithub_pat_[A-Za-z0-9_]{22,255}\b"  # GitHub
-    r"|\bxox[baprs]-[A-Za-z0-9-]{10,}"  # Slack
-    r"|\bAIza[0-9A-Za-z_-]{35}(?![\w-])"  # Google
+    r"(?:AKIA|ASIA)(?<!\w....)[0-9A-Z]{16}\b"  # AWS access key id
+    r"|gh[pousr]_(?<!\w....)[A-Za-z0-9]{36,255}\b|github_pat_(?<!\w.{11})[A-Za-z0-9_]{22,255}\b"  # GitHub
+    r"|xox[baprs]-(?<!\w.{5})[A-Za-z0-9-]{10,}"  # Slack
+    r"|AIza(?<!\w....)[0-9A-Za-z_-]{35}(?![\w-])"  # Google
 )
 _SECRET_AFTER_KEYWORD = r"(?i:key|token|secret|bearer)s?\b[^\w\n]{1,5}(?P<value>[A-Za-z0-9_-]{32,})(?![\w-])"
 _EMAIL = r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}(?![\w-])"
@@ -96,29 +100,48 @@ _IPV6 = (  # candidates only: `ipaddress` decides
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}+(?:[0-9A-Fa-f]{1,4}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?+"
     r"(?![\w:]|\.\w)"
 )
+# the first octet of an IPv4 address, not right after a word character or a dot
+_FIRST_OCTET = r"(?:2(?<![\w.].)(?:5[0-5]|[0-4]\d)|1(?<![\w.].)\d\d|[1-9](?<![\w.].)\d|\d(?<![\w.].))"
 _PHONE = (
-    r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,4})){2,6}(?!\w)"
-    r"|(?<![\w+.-])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|\.\d)"
+    r"\+(?<![\w+]\+)[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,4})){2,6}(?!\w)"
+    r"|(?:\((?<![\w+.-]\()\d{3}\) ?|\d(?<![\w+.-]\d)\d\d[ .-])\d{3}[ .-]\d{4}(?![\w-]|\.\d)"
 )
+_DIGITS = ("\\d",)  # a needle standing for any digit: `\d` also matches non-ASCII digits, which count
+_ANY_DIGIT = re.compile(r"\d")
 
 
 def _phone(text: str) -> bool:
     return 8 <= len(_digits(text)) <= 15
 
 
-# (entity, pattern, check of the masked text or None, whether a failed check may drop trailing groups)
-_RULES: tuple[tuple[str, str, Callable[[str], bool] | None, bool], ...] = (
-    ("secret", r"(?<![\w-])sk-[A-Za-z0-9_-]{20,}", _api_key, False),
-    ("secret", _SECRET_VENDOR, None, False),
-    ("secret", _SECRET_AFTER_KEYWORD, _random_token, False),
-    ("email", _EMAIL, None, False),
-    ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", _iban, True),
+def _holds(text: str, lowered: str, needle: str) -> bool:
+    if needle != _DIGITS[0]:
+        return needle in lowered
+    if text.isascii():  # a few searches in C rather than a regex over the whole text
+        return any(digit in text for digit in "0123456789")
+    return _ANY_DIGIT.search(text) is not None
+
+
+# (entity, pattern, check of the masked text or None, whether a failed check may drop trailing groups,
+# strings of which the lower-cased text must hold one for the pattern to be worth running)
+_RULES: tuple[tuple[str, str, Callable[[str], bool] | None, bool, tuple[str, ...]], ...] = (
+    ("secret", r"sk-(?<![\w-]sk-)[A-Za-z0-9_-]{20,}", _api_key, False, ("sk-",)),
+    ("secret", _SECRET_VENDOR, None, False, ("akia", "asia", "gh", "github_pat_", "xox", "aiza")),
+    ("secret", _SECRET_AFTER_KEYWORD, _random_token, False, ("key", "token", "secret", "bearer")),
+    ("email", _EMAIL, None, False, ("@",)),
+    ("iban", r"[A-Z][A-Z](?<!\w..)\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", _iban, True, _DIGITS),
     # not the digits of a (failed) spaced IBAN: `DE89 3704 ...`
-    ("credit_card", r"(?<![\w-])(?<![A-Z]{2}\d\d )\d(?:[ -]?\d){12,18}(?!\w)", _luhn, False),
-    ("us_ssn", r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])", None, False),
-    ("ipv6", _IPV6, _ipv6, False),
-    ("ipv4", rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.\d)", None, False),
-    ("phone", _PHONE, _phone, False),
+    ("credit_card", r"\d(?<![\w-]\d)(?<![A-Z]{2}\d\d \d)(?:[ -]?\d){12,18}(?!\w)", _luhn, False, _DIGITS),
+    (
+        "us_ssn",
+        r"\d{3}(?<![\w-]...)(?<!000)(?<!666)(?<!9..)-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])",
+        None,
+        False,
+        ("-",),
+    ),
+    ("ipv6", _IPV6, _ipv6, False, (":",)),
+    ("ipv4", rf"{_FIRST_OCTET}\.(?:{_OCTET}\.){{2}}{_OCTET}(?!\w|\.\d)", None, False, (".",)),
+    ("phone", _PHONE, _phone, False, _DIGITS),
 )
 
 
@@ -174,15 +197,20 @@ class Handler(CustomLogger):
         self.actions = dict(entities)
         self.masks = {name: mask_format.format(ENTITY=name.upper()) for name in ENTITIES}
         self.rules = [
-            (name, re.compile(pattern), check, trim)
-            for name, pattern, check, trim in _RULES
+            (name, re.compile(pattern), check, trim, needles)
+            for name, pattern, check, trim, needles in _RULES
             if name in self.actions
         ]
 
     def hits(self, text: str) -> list[_Hit]:
         """Every entity found, in text order, never overlapping."""
+        lowered = text.lower()
+        present: dict[str, bool] = {}  # needle -> found, each looked for at most once
         found: list[_Hit] = []
-        for name, pattern, check, trim in self.rules:
+        taken: list[tuple[int, int]] = []  # spans of `found`, sorted: overlaps checked in log time
+        for name, pattern, check, trim, needles in self.rules:
+            if not any(present.setdefault(n, _holds(text, lowered, n)) for n in needles):
+                continue
             for match in pattern.finditer(text):
                 group = "value" if "value" in pattern.groupindex else 0
                 start, end = match.span(group)
@@ -191,7 +219,10 @@ class Handler(CustomLogger):
                     end = space if trim and space > start else start
                     if end == start:
                         break
-                if end > start and all(end <= h.start or start >= h.end for h in found):
+                at = bisect_left(taken, (start, end))
+                free = (at == 0 or taken[at - 1][1] <= start) and (at == len(taken) or end <= taken[at][0])
+                if end > start and free:
+                    taken.insert(at, (start, end))
                     found.append(_Hit(name, start, end, min(start, match.start()), max(end, match.end())))
         return sorted(found, key=lambda hit: hit.start)
 

@@ -413,3 +413,8 @@ async def test_a_phrase_or_an_allow_rule_does_not_span_two_places() -> None:
     handler = Keywords(block=["forbidden"], allow=["forbidden fruit"])
     assert await refusal(handler, chat("forbidden", "fruit")) == keyword("forbidden")
     assert await refusal(handler, chat("the forbidden fruit")) is None
+
+
+def test_a_rule_of_format_characters_only_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"block\[0\]: .* nothing but format characters"):
+        Keywords(block=["\u200b\u200d"])

@@ -348,3 +348,12 @@ async def test_unicode_is_read_normalised_but_forwarded_as_sent_when_nothing_mat
     assert data["messages"][0]["content"] == text
     data = await pre_call(Handler(), chat("mail a\u200b@b.io ｈｉ"))  # noqa: RUF001
     assert data["messages"][0]["content"] == "mail <EMAIL> hi"  # the masked place is written normalised
+
+
+def test_digits_of_any_script_still_count() -> None:
+    # the digit rules are skipped for text without digits: a non-ASCII digit is a digit too
+    arabic_indic = "".join(chr(0x0660 + int(c)) if c.isdigit() else c for c in "4111 1111 1111 1111")
+    assert [hit.entity for hit in Handler().hits(f"card {arabic_indic}")] == ["credit_card"]
+    assert [hit.entity for hit in Handler().hits("github_pat_11ABCDEFG0123456789_abcdefghijklmnop")] == [
+        "secret"
+    ]
