@@ -359,3 +359,38 @@ def test_strict_kubernetes_validation_bites():
     service["spec"]["ports"][0]["port"] = "80"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(service, KUBE_VERSION, strict=True)
+
+
+def identity_patches(values):
+    envoy_filter = by_kind(objects(values), "EnvoyFilter")
+    return [
+        p["patch"]["value"]["typed_config"]["early_header_mutation_extensions"][0]["typed_config"][
+            "mutations"
+        ]
+        for p in envoy_filter["spec"]["configPatches"]
+        if "early_header_mutation_extensions" in p["patch"]["value"].get("typed_config", {})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("auth", "removed"),
+    [
+        ({"headers": {"team_id": "X-Team-Id", "rpm_limit": "x-rpm-limit"}}, ["x-rpm-limit", "x-team-id"]),
+        (
+            {
+                "headers": {"team_id": "x-team-id", "rpm_limit": "x-rpm-limit"},
+                "trusted_headers": ["x-team-id"],
+            },
+            ["x-rpm-limit"],
+        ),
+        ({"headers": {"team_id": "x-team-id"}, "trusted_headers": True}, None),
+        ({}, None),
+    ],
+)
+def test_istio_removes_client_sent_identity_headers(auth, removed):
+    """As the generated bootstrap: a client's own identity headers never reach the sidecar in Istio."""
+    patches = identity_patches(merge(ISTIO, {"config": {"extproc": {"auth": auth}}}))
+    if removed is None:
+        assert patches == []
+    else:
+        assert patches == [[{"remove": header} for header in removed]]

@@ -205,3 +205,24 @@ envFrom:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The identity headers of extproc.auth.headers a client could send itself (a JSON list): every one,
+less those extproc.auth.trusted_headers declares set by an earlier filter (`true`: all of them).
+Mirrors AuthSources.untrusted_headers.
+*/}}
+{{- define "llm-extproc.untrustedHeaders" -}}
+{{- $config := .Values.config | default dict }}
+{{- $trusted := dig "extproc" "auth" "trusted_headers" false $config }}
+{{- $out := list }}
+{{- if not (eq (toString $trusted) "true") }}
+{{- $trustedList := list }}
+{{- if kindIs "slice" $trusted }}{{- range $trusted }}{{- $trustedList = append $trustedList (lower .) }}{{- end }}{{- end }}
+{{- range $field, $header := dig "extproc" "auth" "headers" dict $config }}
+{{- if not (has (lower $header) $trustedList) }}
+{{- $out = append $out (lower $header) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $out | uniq | sortAlpha | toJson }}
+{{- end }}
