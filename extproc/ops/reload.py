@@ -144,6 +144,15 @@ class Reloader:
                 f"({', '.join(unrouted)}): regenerate Envoy's config (llm-extproc envoy-config) and restart "
                 "Envoy with it, then reload"
             )
+        # The running Envoy removes only the identity headers of the config it was generated from: a
+        # header read from now on would be trusted as the client sent it.
+        kept = set(config.sidecar.auth.untrusted_headers) - set(old.config.sidecar.auth.untrusted_headers)
+        if kept:
+            raise config_module.ConfigError(
+                f"{self.path}: extproc.auth.headers reads headers the running Envoy does not remove from "
+                f"client requests ({', '.join(sorted(kept))}): regenerate Envoy's config "
+                "(llm-extproc envoy-config) and restart Envoy with it, then reload"
+            )
         same_cache = config.sidecar.cache == old.config.sidecar.cache
         new = pipeline_module.build(config, cache=old.cache if same_cache else None)
         # Envoy keeps waiting as long as the config it was generated from says; the sidecar asks for more

@@ -382,3 +382,32 @@ def test_identity_headers_sent_by_a_client_never_reach_the_hooks_in_one_message_
     assert response.status_code == 200, response.text
     [call] = calls_tagged(stack, "s8-one")
     assert call["team_id"] is None and "x-team-id" not in call["headers"]
+
+
+RELOADED = """
+litellm_settings:
+  callbacks: [recorder.proxy]
+extproc:
+  auth:
+    headers: {{team_id: x-team-id{more}}}
+"""
+
+
+def test_a_reload_cannot_make_the_running_envoy_pass_new_identity_headers(e2e_stack):
+    """S8. A reload reading a new identity header the running Envoy does not remove is refused."""
+    stack = e2e_stack(RELOADED.format(more=""), {"recorder.py": RECORDER})
+    replacement = stack.folder / ".config.yaml.tmp"
+    replacement.write_text(RELOADED.format(more=", rpm_limit: x-rpm-limit"))
+    replacement.replace(stack.folder / "config.yaml")
+    line = poll(
+        lambda: next((x for x in stack.sidecar_log().splitlines() if "reload refused" in x), None),
+        "the reload reading x-rpm-limit is refused",
+        deadline_s=15,
+    )
+    assert "x-rpm-limit" in line and "envoy-config" in line
+    response = stack.http.post(
+        "/v1/chat/completions", json=chat("s8-reload"), headers={"x-rpm-limit": "1000000"}
+    )
+    assert response.status_code == 200, response.text
+    [call] = calls_tagged(stack, "s8-reload")
+    assert call["rpm_limit"] is None and "x-rpm-limit" in call["headers"]
