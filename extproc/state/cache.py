@@ -7,7 +7,9 @@ The async forms are the ones hooks should use; a shared backend (Redis) plugs in
 Two extensions serve counters that are taken and given back (the rate limiter's): `async_adjust_counter`
 changes a counter only if it still exists, so a release never creates a key (a negative count) after
 the counter expired, and `async_increment_counter` reports which store ("shared" or "local") counted
-an increment, so the release can be pinned to that same store across a shared-store outage.
+an increment, so the release can be pinned to that same store across a shared-store outage. Both take
+an optional `token` naming the request: on a shared store a take and its give-back with the same token
+count once, whatever order a slow store applies them in, so either can be retried.
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ class PinningBackend:
     """A shared backend with a local fallback that tells which store served an increment, and
     adjusts a counter on the store named."""
 
-    async def increment_pinned(self, key: str, amount: float, ttl: float | None) -> tuple[float, Store]:
+    async def increment_pinned(
+        self, key: str, amount: float, ttl: float | None, token: str | None = None
+    ) -> tuple[float, Store]:
         raise NotImplementedError
 
-    async def adjust_pinned(self, key: str, amount: float, store: Store) -> float | None:
+    async def adjust_pinned(
+        self, key: str, amount: float, store: Store, token: str | None = None
+    ) -> float | None:
         raise NotImplementedError
 
 
@@ -186,27 +192,32 @@ class DualCache:
         return await self._store(local_only).increment(key, value, _ttl(kwargs))
 
     async def async_increment_counter(
-        self, key: str, amount: float, ttl: float | None = None
+        self, key: str, amount: float, ttl: float | None = None, token: str | None = None
     ) -> tuple[float, Store]:
-        """`async_increment_cache`, and which store counted it: pass that to `async_adjust_counter`."""
+        """`async_increment_cache`, and which store counted it: pass that to `async_adjust_counter`.
+
+        With `token`, give it back with the same token: a shared store then counts the pair once.
+        """
         shared = self.shared_cache
         if shared is None:
             return await self.in_memory_cache.increment(key, amount, ttl), "local"
         if isinstance(shared, PinningBackend):
-            return await shared.increment_pinned(key, amount, ttl)
+            return await shared.increment_pinned(key, amount, ttl, token)
         return await shared.increment(key, amount, ttl), "shared"
 
-    async def async_adjust_counter(self, key: str, amount: float, store: Store | None = None) -> float | None:
+    async def async_adjust_counter(
+        self, key: str, amount: float, store: Store | None = None, token: str | None = None
+    ) -> float | None:
         """Change an existing counter by `amount`; None, and no key created, if it is absent or expired.
 
         With `store` (from `async_increment_counter`) the change goes to the store that counted the
-        increment, never to the other one.
+        increment, never to the other one; with the increment's `token`, it gives that increment back.
         """
         shared = self.shared_cache
         if shared is None or store == "local":
             return await self.in_memory_cache.adjust(key, amount)
         if store is not None and isinstance(shared, PinningBackend):
-            return await shared.adjust_pinned(key, amount, store)
+            return await shared.adjust_pinned(key, amount, store, token)
         return await shared.adjust(key, amount)
 
     async def async_delete_cache(self, key: str, local_only: bool = False, **kwargs: Any) -> None:

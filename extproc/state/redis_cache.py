@@ -10,6 +10,12 @@ Counters that are given back use `adjust`, which changes only a key that still e
 after the key expired creates no negative count), and the pinned forms: `increment_pinned` says which
 store counted, and `adjust_pinned` gives back on that store only. A release meant for the shared store
 while it is down is dropped (its count expires with the key's TTL), never applied to local counts.
+
+Counters taken with a token (the rate limiter's parallel slots) are exact across a slow store: a take
+leaves a marker beside its counter and its give-back removes it, so each counts once in whichever order
+the store applies them. A take whose answer did not come in time may still be applied when the store
+wakes up, so it is given back; a give-back that could not be sent is kept. Both wait in `pending` and
+are sent before anything else once the store answers again.
 """
 
 from __future__ import annotations
@@ -58,9 +64,49 @@ end
 return value
 """
 
+# KEYS[1] = counter, KEYS[2] = the take's marker, ARGV as INCREMENT_LUA. A marker that exists means this
+# take was counted already or given back already (a give-back that came first): it does not count again.
+TAKE_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.call('GET', KEYS[1]) or '0'
+end
+local ttl_ms = tonumber(ARGV[2])
+redis.call('SET', KEYS[2], 'taken', 'PX', ttl_ms > 0 and ttl_ms or tonumber(ARGV[3]))
+local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if ttl_ms > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+end
+return value
+"""
+
+# KEYS[1] = counter, KEYS[2] = the take's marker, ARGV[1] = amount, ARGV[2] = how long a give-back that
+# found no take is remembered (ms). Applies ADJUST_LUA only when the take counted and was not given back;
+# with no take yet, leaves a marker so a take still on its way does not count.
+GIVE_LUA = """
+local marker = redis.call('GET', KEYS[2])
+if marker == 'taken' then
+  redis.call('DEL', KEYS[2])
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    return false
+  end
+  local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+  if tonumber(value) < 0 then
+    redis.call('SET', KEYS[1], '0', 'KEEPTTL')
+    return '0'
+  end
+  return value
+end
+if not marker then
+  redis.call('SET', KEYS[2], 'given', 'PX', tonumber(ARGV[2]))
+end
+return false
+"""
+MARKER_TTL_MS = 3_600_000  # a take's marker on a counter without a TTL; a lone give-back's memory
+
 # What makes the shared store "down" (OSError includes the builtin TimeoutError). Other errors, such as
 # a ResponseError for a key holding a non-number, are bugs to surface, not outages.
 UNAVAILABLE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+MAX_PENDING = 100_000  # give-backs kept for a shared store that is down; beyond, they are dropped
 
 
 def _ms(ttl: float | None) -> int:
@@ -103,6 +149,8 @@ class RedisBackend:
         self._client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
         self._increment = self._client.register_script(INCREMENT_LUA)
         self._adjust = self._client.register_script(ADJUST_LUA)
+        self._take = self._client.register_script(TAKE_LUA)
+        self._give = self._client.register_script(GIVE_LUA)
 
     async def get(self, key: str) -> Any:
         return _decode(await self._client.get(self.prefix + key))
@@ -115,6 +163,17 @@ class RedisBackend:
 
     async def adjust(self, key: str, amount: float) -> float | None:
         raw = await self._adjust(keys=[self.prefix + key], args=[repr(amount)])
+        return None if raw is None else _number(raw)
+
+    async def take(self, key: str, amount: float, ttl: float | None, token: str) -> float:
+        """`increment`, counted once per `token` (see TAKE_LUA)."""
+        keys = [self.prefix + key, f"{self.prefix}{key}:take:{token}"]
+        return _number(await self._take(keys=keys, args=[repr(amount), _ms(ttl), MARKER_TTL_MS]))
+
+    async def give(self, key: str, amount: float, token: str) -> float | None:
+        """`adjust`, only for a take with this `token` that counted and was not given back yet."""
+        keys = [self.prefix + key, f"{self.prefix}{key}:take:{token}"]
+        raw = await self._give(keys=keys, args=[repr(amount), MARKER_TTL_MS])
         return None if raw is None else _number(raw)
 
     async def delete(self, key: str) -> None:
@@ -172,6 +231,8 @@ class ResilientBackend(PinningBackend):
         self.outages = 0  # outages seen since start
         self.fallback_calls = 0  # calls answered without the shared store (served locally or denied)
         self.dropped_releases = 0  # pinned adjustments of the shared store skipped while it was down
+        # Token give-backs the shared store still owes: (key, token) -> amount. Sent first when it answers.
+        self.pending: dict[tuple[str, str], float] = {}
         self._down_since: float | None = None
         self._next_try = 0.0
 
@@ -189,12 +250,19 @@ class ResilientBackend(PinningBackend):
         self._next_try = now + self.retry_after_s  # one probe per interval, however many calls
         return True
 
-    async def _served(self, op: Callable[[CacheBackend], Awaitable[T]]) -> tuple[T, Store]:
+    async def _served(
+        self, op: Callable[[CacheBackend], Awaitable[T]], unsure: Callable[[], None] | None = None
+    ) -> tuple[T, Store]:
+        """`op` on the shared store, else locally (or refused); `unsure()` when the shared store failed
+        to answer (the call may still be applied there)."""
         if self._shared_due():
             try:
+                await self._send_pending()
                 result = await op(self.shared)
             except UNAVAILABLE_ERRORS as exc:
                 self._mark_down(exc)
+                if unsure is not None:
+                    unsure()
             else:
                 if self._down_since is not None:
                     await self._mark_up()
@@ -203,6 +271,19 @@ class ResilientBackend(PinningBackend):
         if self.on_unavailable == "deny":
             raise CacheUnavailable()
         return await op(self.local), "local"
+
+    async def _send_pending(self) -> None:
+        """Send the give-backs the shared store owes, oldest first; raises if it does not answer."""
+        while self.pending:
+            (key, token), amount = next(iter(self.pending.items()))
+            await self.shared.give(key, amount, token)
+            del self.pending[(key, token)]
+
+    def _owe(self, key: str, amount: float, token: str) -> None:
+        if len(self.pending) < MAX_PENDING:
+            self.pending[(key, token)] = amount
+        else:
+            self.dropped_releases += 1
 
     async def _call(self, op: Callable[[CacheBackend], Awaitable[T]]) -> T:
         return (await self._served(op))[0]
@@ -247,24 +328,46 @@ class ResilientBackend(PinningBackend):
     async def adjust(self, key: str, amount: float) -> float | None:
         return await self._call(lambda store: store.adjust(key, amount))
 
-    async def increment_pinned(self, key: str, amount: float, ttl: float | None) -> tuple[float, Store]:
-        return await self._served(lambda store: store.increment(key, amount, ttl))
+    async def increment_pinned(
+        self, key: str, amount: float, ttl: float | None, token: str | None = None
+    ) -> tuple[float, Store]:
+        if token is None:
+            return await self._served(lambda store: store.increment(key, amount, ttl))
+        shared = self.shared
 
-    async def adjust_pinned(self, key: str, amount: float, store: Store) -> float | None:
-        """`adjust` on the store named: "local" is the in-process cache; "shared" is skipped (and
-        counted in `dropped_releases`) while the shared store is down, never applied locally."""
+        def take(store: CacheBackend) -> Awaitable[float]:
+            if store is shared:
+                return shared.take(key, amount, ttl, token)
+            return store.increment(key, amount, ttl)
+
+        # Counted locally instead, the take must not also count on the shared store when it wakes up.
+        return await self._served(take, unsure=lambda: self._owe(key, -amount, token))
+
+    async def adjust_pinned(
+        self, key: str, amount: float, store: Store, token: str | None = None
+    ) -> float | None:
+        """`adjust` on the store named: "local" is the in-process cache; "shared" is never applied
+        locally. While the shared store is down, a give-back with a token is kept for when it answers
+        (in `pending`); one without is skipped (counted in `dropped_releases`)."""
         if store == "local":
             return await self.local.adjust(key, amount)
         if self._shared_due():
             try:
-                result = await self.shared.adjust(key, amount)
+                await self._send_pending()
+                if token is None:
+                    result = await self.shared.adjust(key, amount)
+                else:
+                    result = await self.shared.give(key, amount, token)
             except UNAVAILABLE_ERRORS as exc:
                 self._mark_down(exc)
             else:
                 if self._down_since is not None:
                     await self._mark_up()
                 return result
-        self.dropped_releases += 1
+        if token is not None:
+            self._owe(key, amount, token)
+        else:
+            self.dropped_releases += 1
         return None
 
     async def delete(self, key: str) -> None:
