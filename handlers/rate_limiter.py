@@ -5,9 +5,20 @@ A request reserves at pre-call: a parallel slot, one request and an estimate of 
 current window, for every scope that has a limit; if any is over, everything it took is given back
 and it gets a 429. Its ending (the success or failure event, which the sidecar guarantees exactly
 once, client disconnects included) releases the slot and settles the tokens with the real usage.
-What a request holds is recorded in `data["metadata"]["rate_limiter"]`, so nothing is released twice
-or released that was never taken. The record carries a random token only this handler knows, so a
-client cannot forge one in the `metadata` it sends.
+What a request holds is its record: kept in a context variable of the request (every hook call and
+ending event of a request runs in its context), where no later hook can erase it, and shown in
+`data["metadata"]["rate_limiter"]`. Nothing is released twice or released that was never taken. The
+record carries a random token only this handler knows, so a client cannot forge one in the `metadata`
+it sends.
+
+Tokens count what the upstream used: its reported usage, or, when a stream carries none or ends early
+(the client left before the usage event), the prompt and the text already streamed, estimated at four
+characters a token. Tokens streamed to a client that leaves are not given back. A request whose own
+estimate exceeds a token limit is refused before anything is counted, so no amount larger than a limit
+ever reaches a shared counter (a `max_tokens` beyond 64 bits cannot reset one).
+
+Parallel slots carry a per-request token on the shared store, so a slot taken or given back while the
+store was too slow to answer is settled exactly once the store answers again (see `ResilientBackend`).
 
 Every give-back (a release, a settlement, a 429's rollback) changes only a counter that still exists,
 so one that expired while the request was in flight is not re-created negative, and goes to the store
@@ -20,10 +31,12 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from extproc import CustomLogger, DualCache, HTTPException, UserAPIKeyAuth, get_formatted_prompt
+from extproc.errors import ClientDisconnected
 from extproc.state.cache import Store
 
 SCOPES = ("api_key", "user", "team", "team_member", "end_user", "api_key_model")
@@ -39,6 +52,23 @@ AUTH_LIMITS = {
     },
     "end_user": {"rpm": "end_user_rpm_limit", "tpm": "end_user_tpm_limit"},
 }
+# Counts stay exact in a shared store's floats (and in JSON) below 2**53: no limit or amount goes beyond.
+MAX_COUNT = 2**53
+CHARS_PER_TOKEN = 4
+# One request's records, by handler (its owner token). Set at pre-call; every later hook call and
+# ending event of the request runs in a copy of the request's context, so they find it there.
+RECORDS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar("rate_limiter_records", default=None)
+
+
+def _tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def _count(value: Any) -> int | None:
+    """A token count from an upstream's usage, bounded; None when it is not a count."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return min(value, MAX_COUNT)
 
 
 def _limit_table(value: Any, where: str) -> dict[str, int]:
@@ -47,8 +77,8 @@ def _limit_table(value: Any, where: str) -> dict[str, int]:
     for name, limit in value.items():
         if name not in LIMITS:
             raise ValueError(f"{where}.{name}: unknown limit (expected one of {', '.join(LIMITS)})")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"{where}.{name}: expected an integer >= 0, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < MAX_COUNT:
+            raise ValueError(f"{where}.{name}: expected an integer >= 0 and < 2**53, got {limit!r}")
     return dict(value)
 
 
@@ -101,7 +131,7 @@ class Handler(CustomLogger):
                         limits[name] = int(getattr(user, field)[model])
             for name, field in AUTH_LIMITS.get(scope, {}).items():
                 if getattr(user, field) is not None:
-                    limits[name] = int(getattr(user, field))
+                    limits[name] = min(int(getattr(user, field)), MAX_COUNT)
             if limits:
                 scopes.append((scope, ident, limits))
         return scopes
@@ -115,12 +145,21 @@ class Handler(CustomLogger):
         reserved_output = (
             max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0
         )
-        estimate = math.ceil(len(get_formatted_prompt(data, call_type)) / 4) + max(0, reserved_output)
+        prompt = _tokens(len(get_formatted_prompt(data, call_type)))
+        estimate = prompt + max(0, reserved_output)
+        scopes = self._scopes(user_api_key_dict, data.get("model"))
+        # A request that alone exceeds a token limit is refused before anything is counted: no amount
+        # larger than a limit ever reaches a counter (a huge one would wipe a shared float's count).
+        for scope, ident, limits in scopes:
+            if "tpm" in limits and estimate > limits["tpm"]:
+                raise self._exceeded(scope, ident, "tpm", limits["tpm"], window)
+        token = secrets.token_hex(8)  # names this request's parallel slots on the shared store
         held: list[tuple[str, float, int, Store]] = []  # (key, amount, ttl, store): what it took
         headers: dict[str, str] = {}
-        for scope, ident, limits in self._scopes(user_api_key_dict, data.get("model")):
+        for scope, ident, limits in scopes:
             for name, limit in limits.items():
-                if name == "max_parallel_requests":
+                slot = name == "max_parallel_requests"
+                if slot:
                     key, amount, ttl = f"rl:{scope}:{ident}:parallel", 1, self.parallel_ttl_s
                 else:
                     key, amount, ttl = (
@@ -128,22 +167,27 @@ class Handler(CustomLogger):
                         1 if name == "rpm" else estimate,
                         self.window_s * 2,
                     )
-                count, store = await cache.async_increment_counter(key, amount, ttl)
+                count, store = await cache.async_increment_counter(key, amount, ttl, token if slot else None)
                 held.append((key, amount, ttl, store))
                 kind = HEADER_TYPE[name]
                 if count > limit:
                     for taken, taken_amount, _, taken_store in held:
-                        await cache.async_adjust_counter(taken, -taken_amount, store=taken_store)
+                        taken_token = token if taken.endswith(":parallel") else None
+                        await cache.async_adjust_counter(taken, -taken_amount, taken_store, taken_token)
                     raise self._exceeded(scope, ident, name, limit, window)
                 headers[f"x-ratelimit-{scope}-remaining-{kind}"] = str(max(0, limit - int(count)))
                 headers[f"x-ratelimit-{scope}-limit-{kind}"] = str(limit)
-        metadata = data.setdefault("metadata", {})
-        metadata["rate_limiter"] = {
+        record = {
             "held": held,
             "estimate": estimate,
+            "prompt": prompt,
+            "streamed": None,  # characters of the answer streamed so far, once a stream started
+            "token": token,
             "headers": headers,
             "owner": self._owner,
         }
+        RECORDS.set({**(RECORDS.get() or {}), self._owner: record})
+        data.setdefault("metadata", {})["rate_limiter"] = record
         return None
 
     def _exceeded(self, scope: str, ident: str, name: str, limit: int, window: int) -> HTTPException:
@@ -165,33 +209,57 @@ class Handler(CustomLogger):
         }
         return HTTPException(status_code=429, detail=message, headers=headers)
 
-    async def _release(self, kwargs: dict[str, Any], used_tokens: int | None) -> None:
-        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        record = self._record(metadata)
+    async def _release(self, record: dict[str, Any] | None, used_tokens: int | None) -> None:
         if record is None or record.get("released") or self.cache is None:
             return
         record["released"] = True
+        # Tokens are settled before slots are freed, so a client that has its slot back sees its tokens
+        # counted.
         for key, amount, _, store in record["held"]:
-            if key.endswith(":parallel"):
-                await self.cache.async_adjust_counter(key, -1, store=store)
-            elif ":tpm:" in key:
+            if ":tpm:" in key:
                 settle = (used_tokens if used_tokens is not None else 0) - amount
                 if settle:
                     await self.cache.async_adjust_counter(key, settle, store=store)
+        for key, _, _, store in record["held"]:
+            if key.endswith(":parallel"):
+                await self.cache.async_adjust_counter(key, -1, store, record["token"])
+
+    def _streamed_tokens(self, record: dict[str, Any]) -> int | None:
+        """The prompt and the answer text let through so far, for a stream; None if none started."""
+        streamed = record.get("streamed")
+        return None if streamed is None else record["prompt"] + _tokens(streamed)
 
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         usage = getattr(response_obj, "usage", None) if response_obj is not None else None
-        total = getattr(usage, "total_tokens", None) if usage is not None else None
-        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        record = self._record(metadata) or {}
-        await self._release(kwargs, total if isinstance(total, int) else record.get("estimate"))
+        total = _count(getattr(usage, "total_tokens", None) if usage is not None else None)
+        record = self._request_record(kwargs)
+        if record is None:
+            return
+        if total is None:  # no usage reported (a stream without include_usage): what went through
+            total = self._streamed_tokens(record)
+        await self._release(record, total if total is not None else record["estimate"])
 
     async def async_log_failure_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
-        await self._release(kwargs, None)
+        record = self._request_record(kwargs)
+        if record is None:
+            return
+        # What reached the client stays counted: a stream's text so far, and the prompt of a request
+        # whose client left while the upstream had it. Anything else failed before using the upstream.
+        used = self._streamed_tokens(record)
+        if used is None and isinstance(kwargs.get("exception"), ClientDisconnected):
+            used = record["prompt"]
+        await self._release(record, used)
+
+    async def async_post_call_streaming_hook(self, user_api_key_dict: UserAPIKeyAuth, response: Any) -> Any:
+        """Note how much of a stream's text went through (`response`: the text so far)."""
+        record = self._current()
+        if record is not None and isinstance(response, str):
+            record["streamed"] = len(response)
+        return None
 
     async def async_post_call_response_headers_hook(
         self,
@@ -200,8 +268,18 @@ class Handler(CustomLogger):
         response: Any,
         request_headers: Any = None,
     ) -> dict[str, str] | None:
-        record = self._record(data.get("metadata") or {})
+        record = self._record(data.get("metadata") or {}) or self._current()
         return dict(record["headers"]) if record else None
+
+    def _current(self) -> dict[str, Any] | None:
+        """This handler's record for the request running in this context."""
+        return (RECORDS.get() or {}).get(self._owner)
+
+    def _request_record(self, kwargs: Any) -> dict[str, Any] | None:
+        """The record of the request an event is about: the one in its metadata when it is this
+        handler's, else the one its context holds (a later hook may have replaced `metadata`)."""
+        metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+        return self._record(metadata) or self._current()
 
     def _record(self, metadata: Any) -> dict[str, Any] | None:
         """This handler's record for the request; anything else under the key (a client's) is ignored."""
