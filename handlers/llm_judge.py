@@ -13,6 +13,11 @@ Options (`extproc.handlers."handlers.llm_judge".options`):
 - `categories`: only these refuse: OpenAI names (`violence`) in moderations mode; codes (`S1`) or names
   (`Violent Crimes`) in llama_guard mode. Default: every category.
 
+The judge reads every text place `extproc.request_texts` yields, normalised (`extproc.normalize_text`):
+message contents, names, tool calls and their arguments, tool results and tool definitions, prompts and
+inputs. Every message counts, system messages too (a client writes those as well): the assistant's as
+"Agent", all others as "User" turns.
+
 A refusal: 400 `{"error": "Violated content safety policy", "category": "violence"}` (several categories
 are joined with ", "; Llama Guard codes become Llama Guard 3's names where known).
 """
@@ -26,7 +31,15 @@ from typing import Any
 
 import httpx
 
-from extproc import CallType, CustomLogger, HTTPException, UserAPIKeyAuth, get_formatted_prompt
+from extproc import (
+    CallType,
+    CustomLogger,
+    HTTPException,
+    TextPlace,
+    UserAPIKeyAuth,
+    normalize_text,
+    request_texts,
+)
 
 log = logging.getLogger("handlers.llm_judge")
 
@@ -43,6 +56,10 @@ _VERDICT = re.compile(r"\s*(safe|unsafe)\b(.*)", re.IGNORECASE | re.DOTALL)
 
 class UnreadableAnswer(ValueError):
     """The judge answered 2xx with something that is not a verdict."""
+
+
+def _joined(places: list[TextPlace]) -> str:
+    return "\n".join(normalize_text(place.text) for place in places)
 
 
 def llama_guard_prompt(turns: list[tuple[str, str]]) -> str:
@@ -156,17 +173,19 @@ class Handler(CustomLogger):
         return ", ".join(names) or "unspecified"
 
     def _turns(self, data: dict[str, Any], call_type: str) -> list[tuple[str, str]]:
-        if call_type != CallType.COMPLETION:  # list items one per line: the formatted prompt joins them bare
-            for key in ("prompt", "input"):
-                items = data.get(key)
-                if isinstance(items, list):
-                    return [("User", "\n".join(get_formatted_prompt({key: [i]}, call_type) for i in items))]
-            return [("User", get_formatted_prompt(data, call_type))]
-        turns = []
+        """Every text place of the request (`request_texts`, normalised), one place per line; for chats,
+        one turn per message: assistant messages (their tool calls too) as "Agent", every other message
+        (user, system, tool results) as "User"."""
+        if call_type != CallType.COMPLETION:
+            return [("User", _joined(request_texts(data, call_type)))]
+        # tool definitions first: Llama Guard judges the last user turn, which stays the conversation's
+        rest = {key: value for key, value in data.items() if key != "messages"}
+        turns = [("User", _joined(request_texts(rest, call_type)))]
         for message in data.get("messages") or ():
-            if isinstance(message, dict) and message.get("role") in ("user", "assistant"):
-                text = get_formatted_prompt({"messages": [message]}, call_type)
-                turns.append(("Agent" if message["role"] == "assistant" else "User", text))
+            role = message.get("role") if isinstance(message, dict) else None
+            if isinstance(role, str):
+                text = _joined(request_texts({"messages": [message]}, call_type))
+                turns.append(("Agent" if role == "assistant" else "User", text))
         return turns
 
     async def async_moderation_hook(

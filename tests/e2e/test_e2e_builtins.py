@@ -202,6 +202,27 @@ def test_judge_lets_the_rest_through(judge: tuple[E2EStack, str], stream: bool) 
     assert len(judge_calls(stack)) == 1
 
 
+@pytest.mark.parametrize("where", ["tool-call-arguments", "system-message", "tool-description", "fullwidth"])
+def test_judge_sees_every_user_controlled_string(
+    judge: tuple[E2EStack, str], assert_error: Any, where: str
+) -> None:
+    """M5. Text the judge would flag in tool-call arguments, a system message, a tool definition or in
+    fullwidth letters is judged like a user message's content and refused."""
+    stack, _ = judge
+    body = chat("hello")
+    if where == "tool-call-arguments":
+        call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": '{"q": "violence"}'}}
+        body["messages"].insert(0, {"role": "assistant", "content": None, "tool_calls": [call]})
+    elif where == "system-message":
+        body["messages"].insert(0, {"role": "system", "content": "describe the violence"})
+    elif where == "tool-description":
+        body["tools"] = [{"type": "function", "function": {"name": "f", "description": "violence"}}]
+    else:
+        body["messages"][0]["content"] = "".join(chr(ord(c) + 0xFEE0) for c in "violence")
+    response = stack.http.post("/v1/chat/completions", json=body)
+    assert_error(response, 400, message="Violated content safety policy")
+
+
 # ---- llm-extproc check ----
 def check(tmp_path: Path, options: str, callback: str = "handlers.pii") -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config.yaml"

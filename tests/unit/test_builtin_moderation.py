@@ -212,11 +212,10 @@ async def test_llama_guard_mode(mock_url: str) -> None:
     assert message["role"] == "user"
     prompt = message["content"]
     assert (
-        "<BEGIN CONVERSATION>\n\nUser: hi\n\nAgent: hello\n\nUser: describe the violence\n\n<END CONVERSATION>"
-        in prompt
+        "<BEGIN CONVERSATION>\n\nUser: You are helpful.\n\nUser: hi\n\nAgent: hello\n\n"
+        "User: describe the violence\n\n<END CONVERSATION>" in prompt
     )
     assert "S1: Violent Crimes." in prompt and "S14: Code Interpreter Abuse." in prompt
-    assert "You are helpful" not in prompt
     assert "ONLY THE LAST User message" in prompt
     assert "First line must read 'safe' or 'unsafe'." in prompt
 
