@@ -42,6 +42,7 @@ TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
 
 # Concurrent ext_proc streams Envoy may hold to the sidecar: in effect no limit (see _sidecar_cluster).
 SIDECAR_STREAMS = 2**31 - 1
+REQUEST_HEADERS_TIMEOUT = "10s"
 # The request id a client sent, kept for the access log only: Envoy makes its own (below).
 CLIENT_REQUEST_ID_HEADER = "x-client-request-id"
 
@@ -340,6 +341,8 @@ def bootstrap(
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
         "early_header_mutation_extensions": early_header_mutations(pipeline),
+        # A client that trickles its headers holds a connection, not yet a sidecar stream: bound it too.
+        "request_headers_timeout": REQUEST_HEADERS_TIMEOUT,
         "access_log": access_log(access_log_path, EXT_PROC_FILTER, CLIENT_REQUEST_ID_HEADER),
         "local_reply_config": local_replies(pipeline),
         "route_config": route_config(pipeline, target),
