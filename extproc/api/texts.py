@@ -1,8 +1,9 @@
 """`request_texts`: every user-controlled string of a request, each with a way to write a new value back;
 `TextScan`: all of them normalised and joined, so a policy runs each of its patterns once per request.
 
-Where text lives is one table (`_PLACES`): per call type, the top-level fields a client fills with text.
-Under those fields every string counts (and every number: a card number needs no quotes), except:
+Where text lives is one table (`LAYOUTS`): per call type, a `TextLayout` naming the top-level fields a
+client fills with text. Under those fields every string counts (and every number: a card number needs no
+quotes), except:
 - values of fields that only hold a fixed vocabulary (`role`, `type`, `detail`, `format`), outside a
   tool call's arguments (where any key is the client's own);
 - base64 payloads of content parts (`input_audio.data`, `file.file_data`, a `data:` image URL);
@@ -11,60 +12,81 @@ Under those fields every string counts (and every number: a card number needs no
 A tool call's `arguments` is a JSON document in a string: its strings, numbers and keys are places of
 their own, and writing one re-encodes the document, so it stays a valid JSON string.
 
-A new API family adds a row to `_PLACES` (and a key to `_FREE_FORM` if it carries JSON documents).
+A new API family adds its row to `LAYOUTS`: its text fields, and where its vocabulary, payload and
+free-form fields differ from OpenAI's, its own sets (an Anthropic `tool_use` block's `input` is a
+free-form object; a base64 image block keeps its payload in `source.data`).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-# per call type (both spellings LiteLLM uses), the top-level fields whose contents are text
-_CHAT = ("messages", "tools", "functions", "prediction", "response_format")
-_PLACES: dict[str, tuple[str, ...]] = {
+
+@dataclass(frozen=True, slots=True)
+class TextLayout:
+    """Where one call type's requests hold user-controlled text."""
+
+    fields: tuple[str, ...]  # top-level fields whose contents are text
+    vocabulary: frozenset[str] = frozenset({"role", "type", "detail", "format"})  # fixed values only
+    binary: frozenset[tuple[str, str]] = frozenset({("input_audio", "data"), ("file", "file_data")})
+    free_form: frozenset[str] = frozenset({"arguments", "parameters", "schema"})  # keys are text too
+
+
+_CHAT = TextLayout(("messages", "tools", "functions", "prediction", "response_format"))
+_PROMPT = TextLayout(("prompt", "suffix"))
+_INPUT = TextLayout(("input",))
+LAYOUTS: dict[str, TextLayout] = {  # both spellings of each call type LiteLLM uses
     "completion": _CHAT,
     "acompletion": _CHAT,
-    "text_completion": ("prompt", "suffix"),
-    "atext_completion": ("prompt", "suffix"),
-    "embeddings": ("input",),
-    "aembedding": ("input",),
-    "moderation": ("input",),
-    "amoderation": ("input",),
-    "image_generation": ("prompt",),
-    "aimage_generation": ("prompt",),
-    "audio_transcription": ("prompt",),
-    "atranscription": ("prompt",),
+    "text_completion": _PROMPT,
+    "atext_completion": _PROMPT,
+    "embeddings": _INPUT,
+    "aembedding": _INPUT,
+    "moderation": _INPUT,
+    "amoderation": _INPUT,
+    "image_generation": _PROMPT,
+    "aimage_generation": _PROMPT,
+    "audio_transcription": _PROMPT,
+    "atranscription": _PROMPT,
 }
-_VOCABULARY = frozenset({"role", "type", "detail", "format"})  # upstreams accept only fixed values here
-_BINARY = frozenset({("input_audio", "data"), ("file", "file_data")})
-_FREE_FORM = frozenset({"arguments", "parameters", "schema"})
 
 SEPARATOR = "\n\x00\n"
 """What `TextScan` puts between places: no whitespace run, word or PII pattern crosses a NUL, and with
-`re.MULTILINE` a `^`/`$` still matches at each place's start and end."""
+`re.MULTILINE` a `^`/`$` still matches at each place's start and end. Places hold no NUL of their own:
+`normalize_text` removes control characters."""
 
 
-def _format_characters() -> dict[int, None]:
-    # Unicode category Cf (zero-width space and joiners, soft hyphen, bidi controls, tags) lives in
-    # planes 0, 1 and 14; scanning only those keeps this to milliseconds at import.
+def _ignored_characters() -> dict[int, None]:
+    # Unicode format characters (Cf: zero-width space and joiners, soft hyphen, bidi controls, tags)
+    # live in planes 0, 1 and 14; scanning only those keeps this to milliseconds at import. Control
+    # characters (Cc) that are not whitespace go too: "forb\x00idden" reads "forbidden".
     planes = (range(0x20000), range(0xE0000, min(0xE1000, sys.maxunicode + 1)))
-    return {code: None for plane in planes for code in plane if unicodedata.category(chr(code)) == "Cf"}
+    ignored = {code for plane in planes for code in plane if unicodedata.category(chr(code)) == "Cf"}
+    ignored |= {
+        code for code in range(0xA0) if unicodedata.category(chr(code)) == "Cc" and not chr(code).isspace()
+    }
+    return dict.fromkeys(ignored)
 
 
-_FORMAT_CHARACTERS = _format_characters()
+_IGNORED = _ignored_characters()
+_ASCII_CONTROLS = re.compile("[" + "".join(re.escape(chr(code)) for code in _IGNORED if code < 0x80) + "]")
 
 
 def normalize_text(text: str) -> str:
-    """`text` as policies should read it: format characters (Unicode Cf) removed, then NFKC, so
-    fullwidth "forbidden" and "forb\\u200bidden" read "forbidden". ASCII text is returned as it is."""
+    """`text` as policies should read it: format and control characters (Unicode Cf, and Cc that are not
+    whitespace) removed, then NFKC, so fullwidth "forbidden" and "forb\\u200bidden" read
+    "forbidden". Text without such characters and already in NFKC is returned as it is."""
     if text.isascii():
-        return text
-    return unicodedata.normalize("NFKC", text.translate(_FORMAT_CHARACTERS))
+        return _ASCII_CONTROLS.sub("", text) if _ASCII_CONTROLS.search(text) else text
+    return unicodedata.normalize("NFKC", text.translate(_IGNORED))
 
 
 class _Document:
@@ -115,7 +137,7 @@ def _decoded(text: str) -> Any:
         return None
 
 
-def _walk(owner: Any, key: Any, places: list[TextPlace]) -> None:
+def _walk(owner: Any, key: Any, layout: TextLayout, places: list[TextPlace]) -> None:
     """Every place under `owner[key]`, iteratively (a decoded document may be deep). A key's place
     comes after the places under it, so renaming the key never strands a write to its value."""
     # (owner, key, parent key, free-form, document), or a key's place once its subtree is done
@@ -128,21 +150,21 @@ def _walk(owner: Any, key: Any, places: list[TextPlace]) -> None:
         owner, key, parent, free, document = item
         value = owner[key]
         if isinstance(value, str):
-            if document is None and key in _VOCABULARY:
+            if document is None and key in layout.vocabulary:
                 continue
-            if not free and ((parent, key) in _BINARY or (key == "url" and value.startswith("data:"))):
+            if not free and ((parent, key) in layout.binary or (key == "url" and value.startswith("data:"))):
                 continue
-            inner = _decoded(value) if key in _FREE_FORM and document is None else None
+            inner = _decoded(value) if key in layout.free_form and document is None else None
             if isinstance(inner, dict | list):
                 holder = _Document(owner, key, [inner])
                 stack.append((holder.value, 0, key, True, holder))
             else:
                 places.append(TextPlace(value, owner, key, document))
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            if document is not None or key not in _VOCABULARY:
+            if document is not None or key not in layout.vocabulary:
                 places.append(TextPlace(str(value), owner, key, document))
         elif isinstance(value, dict):
-            inner_free = free or key in _FREE_FORM
+            inner_free = free or key in layout.free_form
             for name in reversed(list(value)):
                 if inner_free and isinstance(name, str):
                     stack.append(TextPlace(name, value, name, document, is_key=True))
@@ -155,9 +177,12 @@ def _walk(owner: Any, key: Any, places: list[TextPlace]) -> None:
 def request_texts(data: dict[str, Any], call_type: str) -> list[TextPlace]:
     """Every user-controlled text place of a request of `call_type`, as the upstream would read it."""
     places: list[TextPlace] = []
-    for field in _PLACES.get(call_type, ()):
+    layout = LAYOUTS.get(call_type)
+    if layout is None:
+        return places
+    for field in layout.fields:
         if field in data:
-            _walk(data, field, places)
+            _walk(data, field, layout, places)
     return places
 
 

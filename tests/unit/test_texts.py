@@ -96,6 +96,8 @@ def test_normalisation_removes_format_characters_then_applies_nfkc() -> None:
     fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in "forbidden")
     assert normalize_text(fullwidth) == "forbidden"
     assert normalize_text("forb\u200bid\u00adden\u2060") == "forbidden"
+    assert normalize_text("forb\x00id\x7fden\x9f") == "forbidden"  # control characters too
+    assert normalize_text("kill\x0cthem\t\r\n") == "kill\x0cthem\t\r\n"  # but not whitespace
     assert normalize_text("plain ascii") == "plain ascii"
 
 

@@ -135,10 +135,12 @@ def test_an_email_anywhere_in_a_chat_request_is_masked_in_place(scanned, where):
 FULLWIDTH = "".join(chr(ord(c) + 0xFEE0) for c in "forbidden")
 
 
-@pytest.mark.parametrize("text", [FULLWIDTH, "forb\u200bidden", "FORBID\u00adDEN", "for\u2060bidden"])
+@pytest.mark.parametrize(
+    "text", [FULLWIDTH, "forb\u200bidden", "FORBID\u00adDEN", "for\u2060bidden", "forb\x00id\x7fden"]
+)
 def test_unicode_disguises_do_not_hide_a_blocked_keyword(scanned, assert_error, text):
-    """L7. Fullwidth letters or format characters (zero-width space, soft hyphen, word joiner) inside
-    "forbidden": refused like "forbidden"."""
+    """L7. Fullwidth letters, format characters (zero-width space, soft hyphen, word joiner) or control
+    characters (NUL, DEL) inside "forbidden": refused like "forbidden"."""
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"this is {text} talk"}]}
     response = scanned.http.post(CHAT, json=body)
     error = assert_error(response, 400, message="Violated content policy")
