@@ -2,8 +2,8 @@
 `TextScan`: all of them normalised and joined, so a policy runs each of its patterns once per request.
 
 Where text lives is one table (`LAYOUTS`): per call type, a `TextLayout` naming the top-level fields a
-client fills with text. Under those fields every string counts (and every number: a card number needs no
-quotes), except:
+client fills with text. Under those fields every string counts (and, in free-form JSON, every number:
+a card number needs no quotes), except:
 - values of fields that only hold a fixed vocabulary (`role`, `type`, `detail`, `format`), outside a
   tool call's arguments (where any key is the client's own);
 - base64 payloads of content parts (`input_audio.data`, `file.file_data`, a `data:` image URL);
@@ -137,6 +137,21 @@ def _decoded(text: str) -> Any:
         return None
 
 
+_LONG_LIST = 256
+_TEXT_IN_JSON = re.compile(b'"')
+_TEXT_OR_LONG_NUMBER_IN_JSON = re.compile(rb'"|\d{7}')
+
+
+def _nothing_to_read(value: list[Any], free: bool) -> bool:
+    """Whether a long list holds no string (and, in free-form JSON, no number of 7+ digits), told by
+    encoding it in C: ten million empty arrays are not walked one by one on the event loop."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:  # not plain JSON (a hook put an object there): walk it
+        return False
+    return (_TEXT_OR_LONG_NUMBER_IN_JSON if free else _TEXT_IN_JSON).search(encoded) is None
+
+
 def _walk(owner: Any, key: Any, layout: TextLayout, places: list[TextPlace]) -> None:
     """Every place under `owner[key]`, iteratively (a decoded document may be deep). A key's place
     comes after the places under it, so renaming the key never strands a write to its value."""
@@ -161,7 +176,7 @@ def _walk(owner: Any, key: Any, layout: TextLayout, places: list[TextPlace]) -> 
             else:
                 places.append(TextPlace(value, owner, key, document))
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            if document is not None or key not in layout.vocabulary:
+            if free and (document is not None or key not in layout.vocabulary):
                 places.append(TextPlace(str(value), owner, key, document))
         elif isinstance(value, dict):
             inner_free = free or key in layout.free_form
@@ -170,8 +185,12 @@ def _walk(owner: Any, key: Any, layout: TextLayout, places: list[TextPlace]) -> 
                     stack.append(TextPlace(name, value, name, document, is_key=True))
                 stack.append((value, name, key, inner_free, document))
         elif isinstance(value, list):
+            if len(value) > _LONG_LIST and _nothing_to_read(value, free):
+                continue
             for index in range(len(value) - 1, -1, -1):
-                stack.append((value, index, key, free, document))
+                entry = value[index]
+                if free or isinstance(entry, str | dict) or (entry and isinstance(entry, list)):
+                    stack.append((value, index, key, free, document))
 
 
 def request_texts(data: dict[str, Any], call_type: str) -> list[TextPlace]:

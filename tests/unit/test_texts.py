@@ -109,3 +109,14 @@ def test_a_scan_joins_places_and_locates_matches() -> None:
     assert scan.locate(start, start + 2) == (1, 0, 2)
     assert scan.locate(0, start) is None  # across places
     assert data["messages"][1]["content"] == "c\u200bd"  # reading changes nothing
+
+
+def test_long_lists_without_text_are_skipped_and_text_in_long_lists_is_found() -> None:
+    empty: list[Any] = [[] for _ in range(10_000)]
+    assert texts({"tools": empty}) == []
+    assert texts({"input": [[7] * 300 for _ in range(300)]}, "embeddings") == []  # token arrays: not text
+    hidden = [[] for _ in range(5_000)] + [[{"description": "found"}]]
+    assert texts({"tools": hidden}) == ["found"]
+    arguments = json.dumps([1] * 1_000 + [4111111111111111])  # numbers count in a document
+    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    assert "4111111111111111" in texts({"messages": [{"role": "assistant", "tool_calls": [call]}]})
