@@ -140,7 +140,7 @@ _RULES: tuple[tuple[str, str, Callable[[str], bool] | None, bool, tuple[str, ...
         ("-",),
     ),
     ("ipv6", _IPV6, _ipv6, False, (":",)),
-    ("ipv4", rf"{_FIRST_OCTET}\.(?:{_OCTET}\.){{2}}{_OCTET}(?!\w|\.\d)", None, False, (".",)),
+    ("ipv4", rf"{_FIRST_OCTET}\.(?:{_OCTET}\.){{2}}{_OCTET}(?!\w|\.\d)", None, False, _DIGITS),
     ("phone", _PHONE, _phone, False, _DIGITS),
 )
 
