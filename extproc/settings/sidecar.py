@@ -9,6 +9,7 @@ from typing import Any
 from extproc.settings.auth import CREDENTIAL_HEADERS, SETTABLE_FIELDS, AuthSources, MetadataSource
 from extproc.settings.checks import ConfigError, boolean, integer, mapping
 from extproc.settings.listen import ListenAddress
+from extproc.state.store_url import parse_store_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class TlsSettings:
 class CacheSettings:
     """`extproc.cache`: where `DualCache` shares state across replicas (none: in-process only)."""
 
+    # One node, or Sentinel (redis+sentinel://) or a cluster (redis+cluster://): extproc/state/store_url.py
     redis_url: str | None = None
     on_unavailable: str = "local"  # "local": keep counting in-process; "deny": fail hooks with a 503
     timeout_ms: int = 250
@@ -221,12 +223,13 @@ def _cache(raw: dict[str, Any]) -> CacheSettings:
             f"extproc.cache.{key}: unknown key (expected redis_url, on_unavailable, timeout_ms)"
         )
     url = raw.get("redis_url")
-    if url is not None and (
-        not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
-    ):
-        raise ConfigError(
-            f"extproc.cache.redis_url: expected redis://, rediss:// or unix:// URL, got {url!r}"
-        )
+    if url is not None:
+        if not isinstance(url, str):
+            raise ConfigError(f"extproc.cache.redis_url: expected a URL, got {url!r}")
+        try:
+            parse_store_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"extproc.cache.redis_url: {exc}") from None
     mode = raw.get("on_unavailable", "local")
     if mode not in ("local", "deny"):
         raise ConfigError(f"extproc.cache.on_unavailable: expected 'local' or 'deny', got {mode!r}")

@@ -24,15 +24,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, cast
-from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from extproc.state.cache import CacheBackend, DualCache, InMemoryCache, PinningBackend, Store
+from extproc.state.store_url import StoreAddress, parse_store_url
 
 logger = logging.getLogger("extproc.redis_cache")
 T = TypeVar("T")
@@ -122,74 +124,126 @@ def _number(raw: bytes | str) -> float:
     return int(value) if value.is_integer() else value
 
 
+def _connect(address: StoreAddress, timeout_s: float, max_connections: int) -> Any:
+    """A redis.asyncio client for `address`: one node, the sentinels' primary, or a cluster."""
+    # Fail fast: ResilientBackend decides what happens next.
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if address.kind == "node":
+        pool = aioredis.BlockingConnectionPool.from_url(
+            address.url,
+            max_connections=max_connections,
+            # Waiting for a free connection is not an outage: every call in progress ends within its
+            # socket timeout, so a burst beyond the pool waits its turn instead of falling back to local
+            # counts.
+            timeout=max(2.0, 8 * timeout_s),
+            **common,
+        )
+        return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+    auth: dict[str, Any] = {"username": address.username, "password": address.password}
+    if address.kind == "sentinel":
+        assert address.service_name is not None
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            list(address.nodes),
+            sentinel_kwargs={"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, **auth},
+        )
+        client = sentinels.master_for(address.service_name, db=address.db, ssl=address.tls, **auth, **common)
+        client.sentinel_clients = sentinels.sentinels  # closed with the client (RedisBackend.close)
+        return client
+    nodes = [ClusterNode(host, port) for host, port in address.nodes]
+    # One attempt per call (`retry`), as for a single node: a moved slot or a failed primary is found
+    # again on a later call (the client refreshes its map of the cluster after such an error).
+    return RedisCluster(
+        startup_nodes=nodes,
+        max_connections=max_connections,
+        ssl=address.tls,
+        username=address.username,
+        password=address.password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 class RedisBackend:
     """`CacheBackend` on `redis.asyncio`; every call is bounded by `timeout_s` and never retried here.
 
-    At most `max_connections` are open; a burst beyond that waits (up to 2 s or 8 timeouts) for a free one
-    instead of failing with "too many connections".
+    On one node at most `max_connections` are open; a burst beyond that waits (up to 2 s or 8 timeouts)
+    for a free one instead of failing with "too many connections". With Sentinel the client follows the
+    primary across failovers; on a cluster, a counter and its take markers share a hash slot (the marker
+    is hash-tagged with the counter's name), so every script runs on one node.
     """
 
     def __init__(
         self, url: str, *, timeout_s: float = 0.25, prefix: str = "llm-extproc:", max_connections: int = 32
     ) -> None:
         self.prefix = prefix
-        # Where the store is, for logs: the URL without credentials.
-        parts = urlsplit(url)
-        self.where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            # Waiting for a free connection is not an outage: every call in progress ends within its socket
-            # timeout, so a burst beyond the pool waits its turn instead of falling back to local counts.
-            timeout=max(2.0, 8 * timeout_s),
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),  # fail fast: ResilientBackend decides what happens next
-        )
-        self._client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+        address = parse_store_url(url)
+        self.kind = address.kind
+        self.where = address.where  # where the store is, for logs: the URL without credentials
+        self._client = _connect(address, timeout_s, max_connections)
         self._increment = self._client.register_script(INCREMENT_LUA)
         self._adjust = self._client.register_script(ADJUST_LUA)
         self._take = self._client.register_script(TAKE_LUA)
         self._give = self._client.register_script(GIVE_LUA)
 
+    def _name(self, key: str) -> str:
+        """A key's name in the store: no braces of its own, so a cluster hashes the whole name."""
+        return self.prefix + key.replace("{", "%7B").replace("}", "%7D")
+
+    def _pair(self, key: str, token: str) -> list[str]:
+        """A counter and its take marker, in one hash slot."""
+        name = self._name(key)
+        return [name, f"{{{name}}}:take:{token}"]
+
     async def get(self, key: str) -> Any:
-        return _decode(await self._client.get(self.prefix + key))
+        return _decode(await self._client.get(self._name(key)))
 
     async def set(self, key: str, value: Any, ttl: float | None) -> None:
-        await self._client.set(self.prefix + key, orjson.dumps(value), px=_ms(ttl) or None)
+        await self._client.set(self._name(key), orjson.dumps(value), px=_ms(ttl) or None)
 
     async def increment(self, key: str, amount: float, ttl: float | None) -> float:
-        return _number(await self._increment(keys=[self.prefix + key], args=[repr(amount), _ms(ttl)]))
+        return _number(await self._increment(keys=[self._name(key)], args=[repr(amount), _ms(ttl)]))
 
     async def adjust(self, key: str, amount: float) -> float | None:
-        raw = await self._adjust(keys=[self.prefix + key], args=[repr(amount)])
+        raw = await self._adjust(keys=[self._name(key)], args=[repr(amount)])
         return None if raw is None else _number(raw)
 
     async def take(self, key: str, amount: float, ttl: float | None, token: str) -> float:
         """`increment`, counted once per `token` (see TAKE_LUA)."""
-        keys = [self.prefix + key, f"{self.prefix}{key}:take:{token}"]
-        return _number(await self._take(keys=keys, args=[repr(amount), _ms(ttl), MARKER_TTL_MS]))
+        args = [repr(amount), _ms(ttl), MARKER_TTL_MS]
+        return _number(await self._take(keys=self._pair(key, token), args=args))
 
     async def give(self, key: str, amount: float, token: str) -> float | None:
         """`adjust`, only for a take with this `token` that counted and was not given back yet."""
-        keys = [self.prefix + key, f"{self.prefix}{key}:take:{token}"]
-        raw = await self._give(keys=keys, args=[repr(amount), MARKER_TTL_MS])
+        raw = await self._give(keys=self._pair(key, token), args=[repr(amount), MARKER_TTL_MS])
         return None if raw is None else _number(raw)
 
     async def delete(self, key: str) -> None:
-        await self._client.delete(self.prefix + key)
+        await self._client.delete(self._name(key))
 
     async def drop_idle_connections(self) -> None:
-        await self._client.connection_pool.disconnect(inuse_connections=False)
+        pool = getattr(self._client, "connection_pool", None)  # a cluster client keeps one per node
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
 
     async def batch_get(self, keys: list[str]) -> list[Any]:
         if not keys:
             return []
-        raws: list[bytes | str | None] = await self._client.mget([self.prefix + key for key in keys])
+        names = [self._name(key) for key in keys]
+        if self.kind == "cluster":  # keys in different slots: one MGET per node
+            raws: list[bytes | str | None] = await self._client.mget_nonatomic(names)
+        else:
+            raws = await self._client.mget(names)
         return [_decode(raw) for raw in raws]
 
     async def close(self) -> None:
         await self._client.aclose()
+        for sentinel in getattr(self._client, "sentinel_clients", ()):
+            await sentinel.aclose()
 
 
 class CacheUnavailable(Exception):

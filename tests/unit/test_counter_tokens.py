@@ -31,7 +31,7 @@ async def test_a_take_and_its_give_back_count_once_and_replays_do_nothing(backen
     assert await backend.take("slots", 1, 60, "a") == 1  # a replayed take does not count again
     assert await backend.take("slots", 1, 60, "b") == 2
     assert await backend.give("slots", -1, "a") == 1
-    assert plain.exists(PREFIX + "slots:take:a") == 0  # the marker goes with its give-back
+    assert plain.exists("{llm-extproc:slots}:take:a") == 0  # the marker goes with its give-back
     assert await backend.give("slots", -1, "a") is None  # a replayed give-back gives nothing
     assert plain.get(PREFIX + "slots") == b"1"
 
@@ -42,7 +42,7 @@ async def test_a_give_back_that_arrives_before_its_take_cancels_it(backend, plai
     assert await backend.give("slots", -1, "late") is None
     assert await backend.take("slots", 1, 60, "late") == 1
     assert plain.get(PREFIX + "slots") == b"1"
-    assert plain.pttl(PREFIX + "slots:take:late") > 0  # remembered for a while, not forever
+    assert plain.pttl("{llm-extproc:slots}:take:late") > 0  # remembered for a while, not forever
 
 
 async def test_give_backs_owed_during_an_outage_are_sent_when_the_store_answers(
@@ -56,7 +56,7 @@ async def test_give_backs_owed_during_an_outage_are_sent_when_the_store_answers(
         valkey_server.stop()
         valkey_server.start()  # empty again: put the held slot back as it was
         plain.set(PREFIX + "slots", 1)
-        plain.set(PREFIX + "slots:take:held", "taken")
+        plain.set("{llm-extproc:slots}:take:held", "taken")
         assert await cache.async_increment_counter("slots", 1, 60, token="unsure") == (1, "local")
         # the shared store is down for the limiter: the give-back is owed, not dropped
         assert await cache.async_adjust_counter("slots", -1, "shared", token="held") is None
@@ -65,6 +65,6 @@ async def test_give_backs_owed_during_an_outage_are_sent_when_the_store_answers(
         assert await cache.async_increment_counter("slots", 1, 60, token="next") == (1, "shared")
         assert store.pending == {} and store.dropped_releases == 0
         assert plain.get(PREFIX + "slots") == b"1"  # only "next" holds a slot
-        assert plain.get(PREFIX + "slots:take:unsure") == b"given"  # a late "unsure" will not count
+        assert plain.get("{llm-extproc:slots}:take:unsure") == b"given"  # a late "unsure" will not count
     finally:
         await store.close()
