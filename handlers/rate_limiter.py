@@ -279,7 +279,10 @@ class Handler(CustomLogger):
         """The record of the request an event is about: the one in its metadata when it is this
         handler's, else the one its context holds (a later hook may have replaced `metadata`)."""
         metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
-        return self._record(metadata) or self._current()
+        shown, current = self._record(metadata), self._current()
+        if shown is None or (current is not None and current["token"] == shown.get("token")):
+            return current  # the original, even when a later hook copied `metadata`
+        return shown  # a context that ran several requests (a test driving the handler directly)
 
     def _record(self, metadata: Any) -> dict[str, Any] | None:
         """This handler's record for the request; anything else under the key (a client's) is ignored."""
