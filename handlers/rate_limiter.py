@@ -167,13 +167,17 @@ class Handler(CustomLogger):
                         1 if name == "rpm" else estimate,
                         self.window_s * 2,
                     )
-                count, store = await cache.async_increment_counter(key, amount, ttl, token if slot else None)
+                try:
+                    count, store = await cache.async_increment_counter(
+                        key, amount, ttl, token if slot else None
+                    )
+                except BaseException:  # a store that refuses (on_unavailable: deny): give back the rest
+                    await self._give_back(cache, held, token)
+                    raise
                 held.append((key, amount, ttl, store))
                 kind = HEADER_TYPE[name]
                 if count > limit:
-                    for taken, taken_amount, _, taken_store in held:
-                        taken_token = token if taken.endswith(":parallel") else None
-                        await cache.async_adjust_counter(taken, -taken_amount, taken_store, taken_token)
+                    await self._give_back(cache, held, token)
                     raise self._exceeded(scope, ident, name, limit, window)
                 headers[f"x-ratelimit-{scope}-remaining-{kind}"] = str(max(0, limit - int(count)))
                 headers[f"x-ratelimit-{scope}-limit-{kind}"] = str(limit)
@@ -189,6 +193,15 @@ class Handler(CustomLogger):
         RECORDS.set({**(RECORDS.get() or {}), self._owner: record})
         data.setdefault("metadata", {})["rate_limiter"] = record
         return None
+
+    async def _give_back(
+        self, cache: DualCache, held: list[tuple[str, float, int, Store]], token: str
+    ) -> None:
+        """Give back everything a refused request took, each on the store that counted it."""
+        for key, amount, _, store in held:
+            await cache.async_adjust_counter(
+                key, -amount, store, token if key.endswith(":parallel") else None
+            )
 
     def _exceeded(self, scope: str, ident: str, name: str, limit: int, window: int) -> HTTPException:
         if name == "max_parallel_requests":

@@ -8,8 +8,10 @@ import math
 
 import pytest
 
-from extproc import DualCache, HTTPException, UserAPIKeyAuth
+from extproc import DualCache, HTTPException, InMemoryCache, UserAPIKeyAuth
 from extproc.errors import ClientDisconnected, RejectedRequestError
+from extproc.state.cache import PinningBackend
+from extproc.state.redis_cache import CacheUnavailable
 from handlers.rate_limiter import Handler
 
 USER = UserAPIKeyAuth(api_key="hashed-key")
@@ -108,5 +110,36 @@ def test_a_request_that_ends_before_its_answer(exception, counted):
         kwargs = {"litellm_params": {"metadata": data["metadata"]}, "exception": exception}
         await handler.async_log_failure_event(kwargs, None, None, None)
         assert tokens(cache) == counted
+
+    run(scenario)
+
+
+class RefusesAfterOne(PinningBackend):
+    """A shared store (our own interface over an in-process one) that refuses every call after its
+    first, as `on_unavailable: deny` does when the store stops answering."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryCache()
+        self.calls = 0
+
+    async def increment_pinned(self, key, amount, ttl, token=None):
+        self.calls += 1
+        if self.calls > 1:
+            raise CacheUnavailable()
+        return await self.store.increment(key, amount, ttl), "shared"
+
+    async def adjust_pinned(self, key, amount, store, token=None):
+        return await self.store.adjust(key, amount)
+
+
+def test_a_store_that_refuses_mid_request_gets_back_what_the_request_took():
+    handler = Handler(limits={"api_key": {"max_parallel_requests": 3, "rpm": 10}})
+    shared = RefusesAfterOne()
+    cache = DualCache(shared_cache=shared)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        with pytest.raises(CacheUnavailable):
+            await handler.async_pre_call_hook(USER, cache, request(), "completion")
+        assert shared.store.get_sync(SLOTS) == 0  # the slot it took before the refusal is back
 
     run(scenario)
