@@ -301,7 +301,8 @@ class ValkeyCluster:
         return True
 
     def primary_for(self, key: str) -> ValkeyServer:
-        with self.primaries[0].client() as client:
+        asked = next(node for node in self.nodes if node.running)
+        with asked.client() as client:
             slot = client.execute_command("CLUSTER", "KEYSLOT", key)
             for low, high, (_, port, *_), *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if low <= slot <= high:
