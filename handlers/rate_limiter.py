@@ -289,8 +289,9 @@ class Handler(CustomLogger):
         return (RECORDS.get() or {}).get(self._owner)
 
     def _request_record(self, kwargs: Any) -> dict[str, Any] | None:
-        """The record of the request an event is about: the one in its metadata when it is this
-        handler's, else the one its context holds (a later hook may have replaced `metadata`)."""
+        """The record of the request an event is about: the original its context holds, which no later
+        hook can drop or replace; the one its metadata shows only when the context holds another
+        request's (one task driving several requests, as tests that call the handler directly do)."""
         metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
         shown, current = self._record(metadata), self._current()
         if shown is None or (current is not None and current["token"] == shown.get("token")):
