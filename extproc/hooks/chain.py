@@ -17,7 +17,10 @@ Order is fixed once, when the chain is built: the order of `litellm_settings.cal
 - logging events: LiteLLM-shaped `kwargs` built here, run in the background, never on the request's
   path; errors logged.
 Each call is bounded by the handler's timeout. A handler with `fail_open` that times out or crashes
-(anything but a deliberate HTTP exception) is skipped instead of failing the request. A `Tracer` set on
+(anything but a deliberate HTTP exception) is skipped instead of failing the request.
+Every hook call of a request, and its ending events, run in that request's task or in tasks created
+from it, so context variables a handler sets at pre-call are its own per request (the rate limiter
+keeps its record there). A `Tracer` set on
 the chain is told how every call ended (`llm-extproc try` reports it).
 """
 
