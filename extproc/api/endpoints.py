@@ -29,6 +29,19 @@ FAMILIES: tuple[type[OpenAIFamily], ...] = (
 ENDPOINT_PATHS = tuple(family.path for family in FAMILIES)
 # Answers errors that come before any family is known (a request the sidecar could not place).
 DEFAULT_FAMILY: ApiFamily = ChatCompletions(JsonCodec(0, 0))
+# LLM endpoints of the API families still to come: refused at the edge until they are hooked, so that
+# their traffic cannot reach an upstream around the hooks.
+UNHOOKED_LLM_PATHS = ("/responses", "/messages")
+# Prefixes an LLM upstream may take one of those endpoints under, compared without case by the generated
+# Envoy config: other cases, `;params` and escaped trailers start with them too. What no hooked route
+# took is refused there.
+LLM_PATH_PREFIXES = (
+    *(prefix + path for path in (*ENDPOINT_PATHS, *UNHOOKED_LLM_PATHS) for prefix in ("/v1", "")),
+    "/anthropic/v1/messages",
+)
+ENDPOINT_REGEX = r"(?i)^(/anthropic)?(/v1)?/({})([^a-z0-9_].*)?$".format(
+    "|".join(p.lstrip("/") for p in (*ENDPOINT_PATHS, *UNHOOKED_LLM_PATHS))
+)
 ENDPOINT_REGEX = r"^(/v1)?/({})/?$".format("|".join(p.lstrip("/") for p in ENDPOINT_PATHS))
 
 

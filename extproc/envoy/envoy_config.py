@@ -17,7 +17,7 @@ import yaml
 
 from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
 from extproc.decisions import METADATA_NAMESPACE
-from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies
+from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies, unhooked_llm_routes
 from extproc.request.modes import envoy_processing_mode
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, MESSAGE_TIMEOUT_MARGIN_MS, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
@@ -170,7 +170,15 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
         "route": action,
         "typed_per_filter_config": _disabled(),
     }
-    routes = [*deployment_routes, *llm_routes, other]
+    # Refused by Envoy itself: a hooked path with a method the hooks never see, then any spelling of an
+    # LLM endpoint no route above took (the hooked ones are exact; see api/endpoints.py).
+    # (With no hook at all there is nothing to get around: nothing is refused.)
+    hooked = pipeline.needs_sidecar
+    unhooked_method = unhooked_llm_routes(except_post=True) if hooked else []
+    unhooked_llm = unhooked_llm_routes(except_post=False) if hooked else []
+    for route in (*unhooked_method, *unhooked_llm):
+        route["typed_per_filter_config"] = _disabled()
+    routes = [*unhooked_method, *deployment_routes, *llm_routes, *unhooked_llm, other]
     return {"name": "llm", "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}]}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from extproc.api.endpoints import LLM_PATH_PREFIXES
+from extproc.api.openai import envelope
 from extproc.decisions import METADATA_NAMESPACE, VERDICT
 from extproc.request.pipeline import Pipeline
 
@@ -94,6 +96,41 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
         "body_format_override": _envelope(400, "%LOCAL_REPLY_BODY%", "invalid_request_error", None),
     }  # fmt: skip
     return {"mappers": [too_large, *upstream_failed, *sidecar_failed, bad_request]}
+
+
+# Methods that carry no request for a model: they may reach the upstream unhooked (stored completions'
+# GET, a response's DELETE, CORS preflights).
+_BODYLESS_METHODS = "^(GET|HEAD|DELETE|OPTIONS)$"
+_UNHOOKED_MESSAGE = (
+    "llm-extproc: this request looks like an LLM call the hooks do not cover (another path spelling, "
+    "method or endpoint): refused. Send POST to a hooked endpoint, e.g. /v1/chat/completions."
+)
+
+
+def unhooked_llm_routes(except_post: bool) -> list[dict[str, Any]]:
+    """Refuse, in Envoy, what would reach an LLM upstream around the hooks: a path that starts like an LLM
+    endpoint (any case) that no hooked route took, or (`except_post`) such a path with a method the
+    hooks never see."""
+    methods = "^(POST|GET|HEAD|DELETE|OPTIONS)$" if except_post else _BODYLESS_METHODS
+    body = envelope(404, _UNHOOKED_MESSAGE).decode()
+    method = {"name": ":method", "string_match": {"safe_regex": {"regex": methods}}, "invert_match": True}
+    content_type = {
+        "header": {"key": "content-type", "value": "application/json"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+    return [
+        {
+            "name": f"unhooked_{'method' if except_post else 'llm'}_{index}",
+            "match": {
+                "prefix": prefix,
+                "case_sensitive": False,
+                "headers": [method],
+            },
+            "direct_response": {"status": 404, "body": {"inline_string": body}},
+            "response_headers_to_add": [content_type],
+        }
+        for index, prefix in enumerate(LLM_PATH_PREFIXES)
+    ]
 
 
 def access_log(path: str, ext_proc_filter: str, client_request_id_header: str) -> list[dict[str, Any]]:

@@ -105,7 +105,8 @@ def resolve(
     so callbacks from one file share one module.
     """
     module_name, sep, attribute = reference.rpartition(".")
-    if not sep or not module_name or not attribute:
+    # Dotted Python names only: a path (`/some/where/evil.h`, `../x.y`) must never reach the file system.
+    if not sep or not all(part.isidentifier() for part in reference.split(".")):
         raise HandlerError(
             f"callback {reference!r}: expected 'module.attribute', "
             "e.g. custom_callbacks.proxy_handler_instance"

@@ -122,9 +122,8 @@ def upstream_data(data: JSONDict, sent: JSONDict) -> JSONDict:
     return upstream
 
 
-def request_metadata(request: RequestState, requested_model: Any, data: JSONDict) -> dict[str, Any]:
+def request_metadata(request: RequestState, requested_model: Any, upstream_model: Any) -> dict[str, Any]:
     """What Envoy's dynamic metadata says of the request (access logs, rate-limit descriptors)."""
-    upstream_model = data.get("model")
     return {
         "call_type": request.call_type,
         "model": requested_model if isinstance(requested_model, str) else None,

@@ -16,7 +16,6 @@ from typing import Any
 
 from extproc.errors import ProxyException
 from extproc.settings.config import Deployment
-from extproc.types import JSONDict
 
 DEPLOYMENT_HEADER = "x-llm-deployment"
 ALL_MODELS = "all-proxy-models"
@@ -71,16 +70,15 @@ class Router:
         return next(self._cycles[model])
 
 
-def route(router: Router, data: JSONDict, path: str) -> Target:
-    """The deployment for the request's `model` (rewritten for it there); an unknown name is a 400."""
-    target = router.pick(data.get("model"))
+def route(router: Router, model: Any, path: str) -> Target:
+    """The deployment for the requested `model`; an unknown name is a 400."""
+    target = router.pick(model)
     if target is None:
         message = (
-            f"{path}: Invalid model name passed in model={data.get('model')}. "
+            f"{path}: Invalid model name passed in model={model}. "
             "Call `/v1/models` to view available models for your key."
         )
         raise ProxyException(message, 400, "model")
-    data["model"] = target.upstream_model
     return target
 
 

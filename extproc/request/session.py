@@ -226,12 +226,15 @@ class Session:
         call_type = family.call_type.value
         if pre_call:
             data = request.data = await chain.pre_call(request.user, pipeline.cache, data, call_type)
+        # Routing changes only what goes upstream: hooks keep seeing the model_name the client asked for.
         route: Route = ()
+        upstream_model = data.get("model")
         if pipeline.router is not None:
-            target = route_to(pipeline.router, data, family.path)
+            target = route_to(pipeline.router, upstream_model, family.path)
             request.public_model = target.model_name if target.upstream_model != target.model_name else None
             route = ((DEPLOYMENT_HEADER, target.id),)
-        metadata = admission.request_metadata(request, requested_model, data)
+            upstream_model = target.upstream_model
+        metadata = admission.request_metadata(request, requested_model, upstream_model)
         chain.log_pre_api_call(data, call_type)
         if chain.has(HookKind.MODERATION):
             moderation = chain.moderation(data, request.user, call_type)
@@ -239,6 +242,8 @@ class Session:
                 moderation, self._moderation_refused, self.outbox, pipeline.moderation_wait_s
             )
         upstream = admission.upstream_data(data, sent)
+        if route:
+            upstream["model"] = upstream_model
         unchanged = upstream == pristine if pristine is not None else upstream.get("model") == requested_model
         if unchanged:
             return Continue(set_headers=route, clear_route_cache=bool(route), metadata=metadata)

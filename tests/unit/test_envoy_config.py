@@ -86,9 +86,11 @@ def test_every_envoy_grpc_cluster_resolves(tmp_path):
     names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "cluster_name:" in line]
     referenced = {n for n in names} | {
         r["route"]["cluster"]
-        for r in yaml.safe_load(text)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-            "typed_config"
-        ]["route_config"]["virtual_hosts"][0]["routes"]
+        for r in forwarding(
+            yaml.safe_load(text)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+                "typed_config"
+            ]["route_config"]["virtual_hosts"][0]["routes"]
+        )
     }
     assert referenced <= clusters
 
@@ -120,7 +122,7 @@ def test_pre_call_only_asks_for_request_phases(tmp_path):
     assert filter_config["metadata_options"]["receiving_namespaces"]["untyped"] == [
         envoy_config.METADATA_NAMESPACE
     ]
-    llm_route, other = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    llm_route, other = forwarding(hcm["route_config"]["virtual_hosts"][0]["routes"])
     assert "typed_per_filter_config" not in llm_route
     assert other["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["disabled"] is True
 
@@ -188,7 +190,7 @@ def test_routing_gives_each_api_base_a_cluster_and_a_header_route(tmp_path):
     )
     bootstrap = generate(built)
     hcm, _ = ext_proc(bootstrap)
-    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    routes = forwarding(hcm["route_config"]["virtual_hosts"][0]["routes"])
     assert [r["name"] for r in routes] == ["deployment_east", "deployment_west", "llm_api", "pass_through"]
     assert routes[0]["match"]["headers"] == [
         {"name": "x-llm-deployment", "string_match": {"exact": "east"}},
@@ -358,6 +360,35 @@ def test_an_api_base_with_a_path_is_prefixed_to_the_endpoint(tmp_path):
     """,
     )
     hcm, _ = ext_proc(generate(built))
-    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    route = forwarding(hcm["route_config"]["virtual_hosts"][0]["routes"])[0]["route"]
     assert route["host_rewrite_literal"] == "10.0.0.1:8000"
     assert route["regex_rewrite"] == {"pattern": {"regex": r"^(?:/v1)?(/.*)$"}, "substitution": r"/v1\1"}
+
+
+def forwarding(routes):
+    """The routes that forward (the ones Envoy answers itself, refusing unhooked LLM calls, left out)."""
+    return [route for route in routes if "direct_response" not in route]
+
+
+def test_unhooked_llm_calls_are_refused_by_envoy_itself(tmp_path):
+    unhooked = ext_proc(generate(build(tmp_path, "model_list: []")))[0]["route_config"]["virtual_hosts"][0]
+    assert forwarding(unhooked["routes"]) == unhooked["routes"]  # no hook: nothing to get around
+    hcm, _ = ext_proc(generate(build(tmp_path, "general_settings: {enforce_user_param: true}")))
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    names = [route["name"] for route in routes]
+    first_forward = names.index(forwarding(routes)[0]["name"])
+    refusing = [route for route in routes if "direct_response" in route]
+    # other methods on LLM paths come first; other spellings only after the hooked routes
+    assert all(name.startswith("unhooked_method_") for name in names[:first_forward])
+    assert names[-1] == "pass_through" and names[-2].startswith("unhooked_llm_")
+    prefixes = {route["match"]["prefix"] for route in refusing}
+    assert {
+        "/v1/chat/completions",
+        "/chat/completions",
+        "/v1/responses",
+        "/anthropic/v1/messages",
+    } <= prefixes
+    for route in refusing:
+        assert route["match"]["case_sensitive"] is False
+        assert route["direct_response"]["status"] == 404
+        assert route["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["disabled"] is True
