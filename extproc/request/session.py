@@ -46,6 +46,14 @@ from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE, Ho
 log = logging.getLogger("extproc.session")
 
 PASS_THROUGH = Continue(mode=PASS_THROUGH_MODE)
+# An Envoy config the sidecar cannot enforce with: refused, never passed on unhooked.
+NOT_BUFFERED = (
+    "llm-extproc: the request body arrived in parts; configure Envoy's request_body_mode as BUFFERED"
+)
+NO_ENDPOINT = (
+    f"llm-extproc: a body came without its headers and the route names no endpoint ({ENDPOINT_METADATA_KEY} "
+    "in the ext_proc filter's grpc_initial_metadata): regenerate Envoy's config"
+)
 Route = tuple[tuple[str, str], ...]
 
 
@@ -174,19 +182,16 @@ class Session:
             return await self._one_message(message)
         if self.passthrough or self.request.family is None:
             return CONTINUE
-        if not message.end_of_stream:
-            log.error("request body arrived in parts: configure Envoy's request_body_mode as BUFFERED")
-            self.passthrough = True
-            return CONTINUE
+        if not message.end_of_stream:  # the hooks never saw it whole: it must not go upstream either
+            raise ProxyException(NOT_BUFFERED, 500)
         return await self._request(message.body)
 
     async def _one_message(self, message: Message) -> Decision:
         """One-message mode: no request-headers message came. The route named the endpoint in the stream's
         metadata and an earlier filter forwarded the headers hooks may read; then the body, as usual."""
         endpoint = next((v for k, v in self._stream_metadata() or () if k == ENDPOINT_METADATA_KEY), None)
-        if endpoint is None:
-            self._started = self.passthrough = True
-            return CONTINUE
+        if endpoint is None:  # a route that sends the body alone must name its endpoint, or nothing is hooked
+            raise ProxyException(NO_ENDPOINT, 500)
         metadata = message.read_metadata()
         forwarded = metadata.pop(FORWARDED_HEADERS_NAMESPACE, None) or {}
         headers = {k: v for k, v in forwarded.items() if isinstance(v, str)}

@@ -445,3 +445,21 @@ async def test_a_late_moderation_verdict_extends_envoys_timeout_and_answers_the_
     assert isinstance(decision, Reply) and more is False
     assert decision.status == 400
     assert outbox.pushed == []  # answered in place of the response headers, not pushed
+
+
+async def test_a_body_in_parts_is_refused_never_passed_on_unhooked(tmp_path):
+    built = load(tmp_path, "Reads")
+    session, _ = session_of(built)
+    await session.handle(Phase.REQUEST_HEADERS, request_headers())
+    decision, more = await session.handle(Phase.REQUEST_BODY, body(CHAT, end_of_stream=False))
+    assert isinstance(decision, Reply) and decision.status == 500 and not more
+    assert "BUFFERED" in error_of(decision)["message"]
+    assert handler(built, "Reads").calls == 0
+
+
+async def test_a_lone_body_on_a_route_that_names_no_endpoint_is_refused(tmp_path):
+    built = load(tmp_path, "Rewrite", settings="extproc: {forward_headers: [x-team-id]}")
+    session, _ = session_of(built)  # no stream metadata: no x-llm-endpoint
+    decision, more = await session.handle(Phase.REQUEST_BODY, body(CHAT))
+    assert isinstance(decision, Reply) and decision.status == 500 and not more
+    assert "x-llm-endpoint" in error_of(decision)["message"]
