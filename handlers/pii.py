@@ -248,9 +248,11 @@ class Handler(CustomLogger):
                 error = f"Request blocked: it contains {hit.entity}"
                 raise HTTPException(status_code=400, detail={"error": error, "entity": hit.entity})
             located = scan.locate(hit.start, hit.end)
-            if located is not None:
-                index, start, end = located
-                found.setdefault(index, []).append(_Hit(hit.entity, start, end, start, end))
+            if located is None:  # a match no single place holds cannot be masked: it must not go on
+                error = f"Request blocked: it contains {hit.entity} that cannot be masked"
+                raise HTTPException(status_code=400, detail={"error": error, "entity": hit.entity})
+            index, start, end = located
+            found.setdefault(index, []).append(_Hit(hit.entity, start, end, start, end))
         counts: Counter[str] = Counter()
         for index, hits in found.items():  # a place is rewritten (normalised) only where PII was found
             places[index].replace(self.mask(scan.normalized[index], hits, counts))

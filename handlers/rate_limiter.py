@@ -82,6 +82,14 @@ def _limit_table(value: Any, where: str) -> dict[str, int]:
     return dict(value)
 
 
+def _limit_of(key: str) -> str:
+    """The limit a counter key counts: `rl:<scope>:<ident>:parallel` or `rl:<scope>:<ident>:<name>:<window>`.
+    Read from the end: the ident is the client's (a model or user name) and may hold anything."""
+    if key.endswith(":parallel"):
+        return "max_parallel_requests"
+    return key.rsplit(":", 2)[-2]
+
+
 class Handler(CustomLogger):
     def __init__(
         self,
@@ -229,7 +237,7 @@ class Handler(CustomLogger):
         # Tokens are settled before slots are freed, so a client that has its slot back sees its tokens
         # counted.
         for key, amount, _, store in record["held"]:
-            if ":tpm:" in key:
+            if _limit_of(key) == "tpm":
                 settle = (used_tokens if used_tokens is not None else 0) - amount
                 if settle:
                     await self.cache.async_adjust_counter(key, settle, store=store)

@@ -39,9 +39,6 @@ LLM_PATH_PREFIXES = (
     *(prefix + path for path in (*ENDPOINT_PATHS, *UNHOOKED_LLM_PATHS) for prefix in ("/v1", "")),
     "/anthropic/v1/messages",
 )
-ENDPOINT_REGEX = r"(?i)^(/anthropic)?(/v1)?/({})([^a-z0-9_].*)?$".format(
-    "|".join(p.lstrip("/") for p in (*ENDPOINT_PATHS, *UNHOOKED_LLM_PATHS))
-)
 ENDPOINT_REGEX = r"^(/v1)?/({})/?$".format("|".join(p.lstrip("/") for p in ENDPOINT_PATHS))
 
 

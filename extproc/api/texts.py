@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from extproc.api.codecs import dumps_exact, loads_exact
+
 
 @dataclass(frozen=True, slots=True)
 class TextLayout:
@@ -100,7 +102,7 @@ class _Document:
         self.owner, self.key, self.value = owner, key, value
 
     def write_back(self) -> None:
-        self.owner[self.key] = orjson.dumps(self.value[0]).decode()
+        self.owner[self.key] = dumps_exact(self.value[0]).decode()
 
 
 class TextPlace:
@@ -134,8 +136,8 @@ def _decoded(text: str) -> Any:
     if not text.lstrip().startswith(("{", "[")):
         return None
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # not JSON (or beyond orjson's depth or 64-bit range): plain text
+        return loads_exact(text.encode())  # integers beyond 64 bits stay exact when written back
+    except ValueError:  # not JSON (or beyond orjson's depth): plain text
         return None
 
 

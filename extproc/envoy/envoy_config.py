@@ -104,6 +104,10 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
     }
 
 
+# Headers some servers take as the request's real method.
+METHOD_OVERRIDES = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
 def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
     """What Envoy does to a client's headers before it routes, makes the request id, or runs a filter.
 
@@ -112,8 +116,9 @@ def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
       model list): removed unless the operator declares an earlier filter sets them (`trusted_headers`).
     - `x-request-id`: moved to `x-client-request-id` (for the access log), so Envoy always makes its
       own, and hooks' `litellm_call_id` is never a value the client chose.
+    - Method overrides: a bodyless method Envoy lets through unhooked must not become a POST upstream.
     """
-    removed = [DEPLOYMENT_HEADER, *pipeline.config.sidecar.auth.untrusted_headers]
+    removed = [DEPLOYMENT_HEADER, *METHOD_OVERRIDES, *pipeline.config.sidecar.auth.untrusted_headers]
     mutations: list[dict[str, Any]] = [{"remove": header} for header in dict.fromkeys(removed)]
     mutations += [
         {"remove": CLIENT_REQUEST_ID_HEADER},

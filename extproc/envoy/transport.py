@@ -255,9 +255,6 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     await asyncio.shield(outbox.write(response))
                 await session.finished()
                 return
-        except asyncio.CancelledError:
-            # Envoy resets about half of all finished streams instead of closing them: not an error.
-            raise
-        finally:
+        finally:  # (Envoy resets about half of all finished streams instead of closing them: not an error)
             metrics.IN_FLIGHT.dec()
             session.close()

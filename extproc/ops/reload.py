@@ -36,7 +36,17 @@ log = logging.getLogger("extproc.reload")
 # Folders never holding handlers: hidden ones (`..data`, `.venv`, `.git`), caches, installed packages.
 _SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "site-packages"})
 # Settings the running gRPC server was built with: a reload cannot change them.
-_RESTART_ONLY = ("listen", "max_request_bytes")
+# Settings of the running server, or that the running Envoy's config was generated from.
+_RESTART_ONLY = (
+    "listen",
+    "max_request_bytes",
+    "tls",
+    "workers",
+    "metrics_listen",
+    "failure_mode_allow",
+    "forward_headers",
+    "routing",
+)
 Fingerprint = tuple[tuple[str, str, str], ...]
 
 

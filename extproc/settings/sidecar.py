@@ -225,7 +225,7 @@ def _cache(raw: dict[str, Any]) -> CacheSettings:
     url = raw.get("redis_url")
     if url is not None:
         if not isinstance(url, str):
-            raise ConfigError(f"extproc.cache.redis_url: expected a URL, got {url!r}")
+            raise ConfigError(f"extproc.cache.redis_url: expected a URL, got {type(url).__name__}")
         try:
             parse_store_url(url)
         except ValueError as exc:

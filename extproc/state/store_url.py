@@ -12,6 +12,7 @@ Parsed once, at load (so `check` names a bad URL) and again when the backend con
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -57,11 +58,16 @@ def _node(text: str, kind: Kind) -> tuple[str, int]:
     return host, int(port)
 
 
+def redacted(url: str) -> str:
+    """`url` for an error message: a password in it (often from os.environ/...) never reaches a log."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def parse_store_url(url: str) -> StoreAddress:
-    """The store `url` names; ValueError saying what is wrong."""
+    """The store `url` names; ValueError saying what is wrong (its password masked)."""
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in _SCHEMES:
-        raise ValueError(f"expected {', '.join(s + '://' for s in _SCHEMES)} URL, got {url!r}")
+        raise ValueError(f"expected {', '.join(s + '://' for s in _SCHEMES)} URL, got {redacted(url)!r}")
     kind, tls = _SCHEMES[scheme]
     if kind == "node":
         return StoreAddress("node", url, tls=tls)
@@ -69,21 +75,21 @@ def parse_store_url(url: str) -> StoreAddress:
     credentials, _, hosts = parts.netloc.rpartition("@")
     username, _, password = credentials.partition(":")
     if not hosts:
-        raise ValueError(f"{url!r}: no {kind} node listed")
+        raise ValueError(f"{redacted(url)!r}: no {kind} node listed")
     nodes = tuple(_node(node, kind) for node in hosts.split(","))
     path = [segment for segment in parts.path.split("/") if segment]
     service_name = None
     db = 0
     if kind == "sentinel":
         if not path:
-            raise ValueError(f"{url!r}: the service name is missing (redis+sentinel://host:port/service)")
+            raise ValueError(f"{redacted(url)!r}: the service name is missing (redis+sentinel://host:port/service)")
         service_name = unquote(path.pop(0))
     if path:
         if len(path) > 1 or not path[0].isdigit():
-            raise ValueError(f"{url!r}: expected at most a database number after the {kind} nodes")
+            raise ValueError(f"{redacted(url)!r}: expected at most a database number after the {kind} nodes")
         db = int(path[0])
         if kind == "cluster" and db != 0:
-            raise ValueError(f"{url!r}: a cluster has only database 0")
+            raise ValueError(f"{redacted(url)!r}: a cluster has only database 0")
     return StoreAddress(
         kind,
         url,

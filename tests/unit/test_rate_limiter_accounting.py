@@ -143,3 +143,19 @@ def test_a_store_that_refuses_mid_request_gets_back_what_the_request_took():
         assert shared.store.get_sync(SLOTS) == 0  # the slot it took before the refusal is back
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("key", "limit"),
+    [
+        ("rl:api_key:abc:tpm:123", "tpm"),
+        ("rl:api_key:abc:rpm:123", "rpm"),
+        ("rl:api_key_model:abc/x:tpm:y:parallel", "max_parallel_requests"),  # a model named "x:tpm:y"
+        ("rl:api_key_model:abc/x:tpm:y:rpm:123", "rpm"),
+        ("rl:end_user:a:parallel:b:tpm:7", "tpm"),
+    ],
+)
+def test_a_counter_is_classified_from_the_end_of_its_key_whatever_the_client_named(key, limit):
+    from handlers.rate_limiter import _limit_of
+
+    assert _limit_of(key) == limit

@@ -63,3 +63,12 @@ def test_a_sentinel_url_loads(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("extproc: {cache: {redis_url: 'redis+sentinel://127.0.0.1:26379/llm'}}")
     assert config.load(path).sidecar.cache.redis_url == "redis+sentinel://127.0.0.1:26379/llm"
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+sentinel://user:s3cret@h:1", "redis+cluster://:s3cret@h:1/2", "http://user:s3cret@h:1"]
+)
+def test_a_bad_store_url_is_reported_without_its_password(url):
+    with pytest.raises(ValueError) as raised:
+        parse_store_url(url)
+    assert "s3cret" not in str(raised.value) and "***" in str(raised.value)

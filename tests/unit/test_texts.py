@@ -120,3 +120,17 @@ def test_long_lists_without_text_are_skipped_and_text_in_long_lists_is_found() -
     arguments = json.dumps([1] * 1_000 + [4111111111111111])  # numbers count in a document
     call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": arguments}}
     assert "4111111111111111" in texts({"messages": [{"role": "assistant", "tool_calls": [call]}]})
+
+
+def test_a_masked_tool_call_keeps_integers_beyond_64_bits_exact():
+    arguments = '{"to": "a@b.com", "id": 123456789012345678901234567890}'
+    data = {
+        "messages": [
+            {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": arguments}}]}
+        ]
+    }
+    place = next(p for p in request_texts(data, "completion") if p.text == "a@b.com")
+    place.replace("<EMAIL>")
+    written = data["messages"][0]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(written) == {"to": "<EMAIL>", "id": 123456789012345678901234567890}
+
