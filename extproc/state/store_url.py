@@ -82,7 +82,9 @@ def parse_store_url(url: str) -> StoreAddress:
     db = 0
     if kind == "sentinel":
         if not path:
-            raise ValueError(f"{redacted(url)!r}: the service name is missing (redis+sentinel://host:port/service)")
+            raise ValueError(
+                f"{redacted(url)!r}: the service name is missing (redis+sentinel://host:port/service)"
+            )
         service_name = unquote(path.pop(0))
     if path:
         if len(path) > 1 or not path[0].isdigit():
