@@ -39,6 +39,7 @@ from extproc.decisions import hook_headers
 from extproc.errors import HookFailed, HookTimeout, RejectedRequestError, is_http_exception
 from extproc.hooks.hook import Hook, cancelled_by_caller, checked_hook, overrides
 from extproc.hooks.loader import LoadedHandler
+from extproc.hooks.log_events import log_kwargs
 from extproc.settings.config import HandlerPolicy
 from extproc.types import HookKind, JSONDict
 
@@ -53,30 +54,6 @@ def outcome_of(result: Any) -> str:
     if isinstance(result, str):
         return f"returned a string: {result[:80]!r}"
     return "returned None" if result is None else f"returned a {type(result).__name__}"
-
-
-def log_kwargs(data: JSONDict, call_type: str, exception: BaseException | None = None) -> JSONDict:
-    """The `kwargs` LiteLLM hands to `async_log_*` events: model, messages/input, ids and metadata."""
-    kwargs: JSONDict = {
-        "model": data.get("model"),
-        "messages": data.get("messages"),
-        "input": data.get("input", data.get("prompt")),
-        "call_type": call_type,
-        "stream": data.get("stream") is True,
-        "litellm_call_id": data.get("litellm_call_id"),
-        "user": data.get("user"),
-        "litellm_params": {
-            "metadata": data.get("metadata") or {},
-            "proxy_server_request": data.get("proxy_server_request") or {},
-        },
-        "optional_params": {
-            k: v for k, v in data.items() if k in ("temperature", "max_tokens", "top_p", "n")
-        },
-    }
-    if exception is not None:
-        kwargs["exception"] = exception
-        kwargs["status_code"] = getattr(exception, "status_code", None)
-    return kwargs
 
 
 class HookChain:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.settings.checks import ConfigError, boolean, mapping
+from extproc.settings.guardrails import GuardrailEntry, deployment_guardrails, parse_guardrails
 from extproc.settings.sidecar import (
     MAX_WORKERS,
     CacheSettings,
@@ -66,6 +67,9 @@ class Config:
     model_list: tuple[Deployment, ...]
     sidecar: SidecarSettings
     warnings: tuple[str, ...]
+    guardrails: tuple[GuardrailEntry, ...] = ()
+    # model_name -> the guardrails its deployments name (`litellm_params.guardrails`): run for its requests
+    deployment_guardrails: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -78,6 +82,7 @@ _TOP_KEYS = {
     "general_settings",
     "router_settings",
     "environment_variables",
+    "guardrails",
     "extproc",
 }
 _LITELLM_USED = {"callbacks"}
@@ -171,13 +176,20 @@ def parse(raw: Any, path: Path) -> Config:
     general = mapping(doc.get("general_settings"), "general_settings")
     warnings += [f"litellm_settings.{k}: not used by llm-extproc" for k in litellm.keys() - _LITELLM_USED]
     warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
+    if "guardrails" in litellm:
+        raise ConfigError(
+            "litellm_settings.guardrails: this older form is not supported; list each guardrail under the "
+            "top-level guardrails: section ({guardrail_name, litellm_params: {guardrail, mode, default_on}})"
+        )
     callbacks = _callbacks(litellm.get("callbacks"))
+    guardrails = parse_guardrails(doc.get("guardrails"))
     sidecar = parse_sidecar(mapping(doc.get("extproc"), "extproc"), warnings, path.parent)
     warnings += [
         f"extproc.handlers.{ref}: not a configured callback"
         for ref in sidecar.handlers.keys() - set(callbacks)
     ]
     model_list = _model_list(doc.get("model_list"))
+    selected = deployment_guardrails(doc.get("model_list"), {g.name for g in guardrails})
     if sidecar.routing:
         _check_routes(model_list)
     return Config(
@@ -189,6 +201,8 @@ def parse(raw: Any, path: Path) -> Config:
         model_list=model_list,
         sidecar=sidecar,
         warnings=tuple(sorted(warnings)),
+        guardrails=guardrails,
+        deployment_guardrails=selected,
     )
 
 
