@@ -118,6 +118,22 @@ class HookTimeout(Exception):
         super().__init__(self.detail)
 
 
+class GuardrailUnreachable(ConnectionError):
+    """A guardrail could not reach its service (connection refused or reset, DNS, timeout). With
+    `unreachable_fallback: fail_open` such a failure lets the request through; any other does not."""
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a failure means the guardrail's service was not reached (not a verdict, not a crash)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    module = type(exc).__module__
+    return module.startswith(("httpx", "httpcore", "aiohttp")) and any(
+        base.__name__ in ("TransportError", "ClientConnectionError", "ServerTimeoutError")
+        for base in type(exc).__mro__
+    )
+
+
 class HandlerError(Exception):
     """A handler that cannot be used (not found, not importable, wrong signature), named with the reason."""
 
