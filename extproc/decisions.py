@@ -27,6 +27,7 @@ FAILED_IN: Final = "failed_in"
 UPSTREAM_STATUS: Final = "upstream_status"
 STATUS: Final = "status"
 CALL_TYPE: Final = "call_type"
+APPLIED_GUARDRAILS: Final = "applied_guardrails"  # the guardrails that ran, comma-separated
 
 
 log = logging.getLogger("extproc.decisions")

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
-from extproc.decisions import METADATA_NAMESPACE
+from extproc.decisions import APPLIED_GUARDRAILS, METADATA_NAMESPACE
 from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies, unhooked_llm_routes
+from extproc.request.guardrail_selection import APPLIED_HEADER
 from extproc.request.modes import envoy_processing_mode
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, MESSAGE_TIMEOUT_MARGIN_MS, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
@@ -184,7 +185,23 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
     for route in (*unhooked_method, *unhooked_llm):
         route["typed_per_filter_config"] = _disabled()
     routes = [*unhooked_method, *deployment_routes, *llm_routes, *unhooked_llm, other]
-    return {"name": "llm", "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}]}
+    virtual_host: dict[str, Any] = {"name": "llm", "domains": ["*"], "routes": routes}
+    if pipeline.chain.guardrails:
+        virtual_host["response_headers_to_add"] = [applied_guardrails_header()]
+    return {"name": "llm", "virtual_hosts": [virtual_host]}
+
+
+def applied_guardrails_header() -> dict[str, Any]:
+    """`x-litellm-applied-guardrails` on answers, from what the sidecar noted in the request's metadata
+    (the sidecar sets it itself on answers it writes or reads; left out when no guardrail ran)."""
+    return {
+        "header": {
+            "key": APPLIED_HEADER,
+            "value": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{APPLIED_GUARDRAILS})%",
+        },
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        "keep_empty_value": False,
+    }
 
 
 def deployment_action(cluster: str, base: Upstream) -> dict[str, Any]:

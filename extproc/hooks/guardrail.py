@@ -19,6 +19,7 @@ from collections.abc import Callable
 from enum import Enum, StrEnum
 from typing import Any, Literal, TypedDict
 
+from extproc.api.guardrail_inputs import GenericGuardrailAPIInputs
 from extproc.hooks.custom_logger import CustomLogger
 
 
@@ -35,17 +36,6 @@ class GuardrailEventHooks(StrEnum):
 
 # The events the sidecar runs a guardrail on; MCP events have no place in an LLM request.
 REQUEST_EVENTS = ("pre_call", "during_call", "post_call", "logging_only")
-
-
-class GenericGuardrailAPIInputs(TypedDict, total=False):
-    """What `apply_guardrail` receives and returns (LiteLLM's `litellm.types.utils` name)."""
-
-    texts: list[str]
-    images: list[str]
-    tools: list[dict[str, Any]]
-    tool_calls: list[dict[str, Any]]
-    structured_messages: list[dict[str, Any]]
-    model: str | None
 
 
 class DynamicGuardrailParams(TypedDict, total=False):

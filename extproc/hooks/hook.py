@@ -50,6 +50,11 @@ class Hook:
     fail_open: bool = False
     takes_extra: bool = False  # accepts the kind's optional argument (traceback_str, request_headers)
     seconds: Any = None  # its latency histogram (a prometheus child), resolved once
+    # A guardrail's hook: its name, whether it runs for a request's data, and whether a service it cannot
+    # reach lets the request through (`unreachable_fallback: fail_open`).
+    guardrail: str | None = None
+    guard: Callable[[Any], bool] | None = None
+    open_when_unreachable: bool = False
 
 
 def overrides(instance: object, kind: HookKind) -> bool:
@@ -59,6 +64,7 @@ def overrides(instance: object, kind: HookKind) -> bool:
 
 
 def checked_hook(handler: LoadedHandler, kind: HookKind, timeout_s: float, policy: HandlerPolicy) -> Hook:
+    """A handler's `kind` hook, its signature checked, with its timeout and failure policy."""
     method = getattr(handler.instance, kind.value)
     label = f"{handler.reference}.{kind.value}"
     owner = type(handler.instance).__name__

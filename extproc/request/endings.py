@@ -35,6 +35,7 @@ from extproc.errors import (
     describe,
     is_http_exception,
 )
+from extproc.request import guardrail_selection as selection
 from extproc.request.admission import public_headers
 from extproc.request.state import RequestState
 from extproc.telemetry import metrics
@@ -89,7 +90,7 @@ class Ending:
         if self.ended:
             return False
         self.ended = True
-        call_type = self.request.call_type
+        call_type = self.request.call_type_label
         if call_type is not None:
             metrics.REQUESTS.labels(call_type, outcome).inc()
         return True
@@ -137,7 +138,7 @@ class Ending:
         await self.tell_failure(refusal)
         assert request.family is not None
         reply = request.family.refusal(refusal.message, refusal.request_data.get("stream") is True)
-        metadata = {VERDICT: "refused", REFUSED_BY: refusal.hook, CALL_TYPE: request.call_type}
+        metadata = {VERDICT: "refused", REFUSED_BY: refusal.hook, CALL_TYPE: request.call_type_label}
         return replace(reply, metadata=metadata)
 
     async def upstream_failed(self, response: Any, body: bytes) -> Continue | Reply:
@@ -178,15 +179,20 @@ class Ending:
         chain = request.pipeline.chain
         if self._headers_added or isinstance(decision, Deferred) or request.data is None:
             return decision
-        if not chain.has(HookKind.POST_CALL_RESPONSE_HEADERS):
+        applied = selection.applied_guardrails(request.data)
+        if not chain.has(HookKind.POST_CALL_RESPONSE_HEADERS) and not applied:
             return decision
         self._headers_added = True
-        extra = await chain.response_headers(
-            request.data,
-            request.user,
-            response,
-            public_headers(request.headers, request.pipeline.config.sidecar.auth.credential_headers),
-        )
+        extra: tuple[tuple[str, str], ...] = ()
+        if chain.has(HookKind.POST_CALL_RESPONSE_HEADERS):
+            extra = await chain.response_headers(
+                request.data,
+                request.user,
+                response,
+                public_headers(request.headers, request.pipeline.config.sidecar.auth.credential_headers),
+            )
+        if applied:  # the guardrails that ran, post-call ones included
+            extra = (*extra, (selection.APPLIED_HEADER, applied))
         if not extra:
             return decision
         if isinstance(decision, Reply):

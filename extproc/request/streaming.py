@@ -24,7 +24,7 @@ from extproc.errors import HookFailed, SSEError, describe
 from extproc.hooks.chain import HookChain
 from extproc.hooks.hook import cancelled_by_caller
 from extproc.request.endings import Ending
-from extproc.types import HookKind, JSONDict
+from extproc.types import JSONDict
 
 log = logging.getLogger("extproc.streaming")
 DROP = Continue(body=b"")  # what is left of an upstream stream after its error event
@@ -38,10 +38,19 @@ def error_event(family: ApiFamily, exc: BaseException) -> bytes:
 class StreamState:
     """What a stream's hooks share: the accumulated text, the usage seen, the chunk hooks' caller."""
 
-    __slots__ = ("chain", "family", "model", "rename", "text", "usage", "user")
+    __slots__ = ("chain", "family", "hooks", "model", "rename", "text", "usage", "user")
 
-    def __init__(self, chain: HookChain, family: ApiFamily, user: Any, rename: str | None = None) -> None:
+    def __init__(
+        self,
+        chain: HookChain,
+        family: ApiFamily,
+        user: Any,
+        rename: str | None = None,
+        request_data: JSONDict | None = None,
+    ) -> None:
         self.chain = chain
+        # the per-chunk hooks this stream runs (a guardrail's only when it runs for this request)
+        self.hooks = chain.streaming_hooks(request_data if request_data is not None else {})
         self.family = family
         self.user = user
         self.rename = rename  # the public model name chunks must show (routing renamed it upstream)
@@ -66,7 +75,9 @@ class StreamState:
 
     async def per_chunk(self, chunk: JSONDict) -> bool:
         """Run the per-chunk hooks on a chunk (already observed); True when they changed it."""
-        return await self.chain.post_call_streaming(self.user, self.text, chunk, self.family.set_chunk_text)
+        return await self.chain.post_call_streaming(
+            self.user, self.text, chunk, self.family.set_chunk_text, self.hooks
+        )
 
     def assembled(self) -> Any:
         """The whole stream as one answer (a view), for the success logging event."""
@@ -109,7 +120,7 @@ class StreamRewriter:
         self.state = state
         self.decoder = SSEDecoder(max_event_bytes)
         self._max_event = max_event_bytes
-        self.rewrite = state.chain.has(HookKind.POST_CALL_STREAMING)
+        self.rewrite = bool(state.hooks)
         self._ending = ending
         self._status = status
         self._cut = False
@@ -189,7 +200,7 @@ class StreamPump:
         self._originals: dict[int, tuple[bytes, JSONDict]] = {}
         self._bytes_in = self._bytes_out = 0
         self._done = False
-        self._rewrite = state.chain.has(HookKind.POST_CALL_STREAMING)
+        self._rewrite = bool(state.hooks)
         iterator = state.chain.streaming_iterator(state.user, self._source(), request_data)
         self._task = asyncio.get_running_loop().create_task(self._run(iterator))
 

@@ -1,0 +1,122 @@
+"""`UnifiedGuardrail`: the hooks of a guardrail that implements LiteLLM's unified `apply_guardrail`.
+
+For each event the guardrail runs on, the matching hook hands `apply_guardrail` the texts of the request
+or the answer (extproc/api/guardrail_inputs.py) and writes what it returns back:
+- pre_call (`async_pre_call_hook`): the request's texts, `input_type="request"`; changes go upstream.
+- during_call (`async_moderation_hook`): the same, beside the upstream call; only a refusal counts.
+- post_call (`async_post_call_success_hook`): the answer's texts, `input_type="response"`; changes reach
+  the client. Streams (`async_post_call_streaming_iterator_hook`): the chunks are held to the end (within
+  `extproc.max_stream_hold_bytes`), the guardrail sees each choice's whole text, and a changed text is
+  put in that choice's first text chunk, the others emptied.
+A hook the guardrail's class defines itself is used instead of the unified one (extproc/hooks/chain.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from extproc.api.guardrail_inputs import GuardrailInputs
+from extproc.api.views import unwrap
+from extproc.hooks.custom_logger import CustomLogger
+from extproc.hooks.guardrail import CustomGuardrail
+from extproc.types import HookKind, JSONDict
+
+# The hooks this adapter gives a guardrail, per event.
+UNIFIED_KINDS = {
+    HookKind.PRE_CALL: "pre_call",
+    HookKind.MODERATION: "during_call",
+    HookKind.POST_CALL_SUCCESS: "post_call",
+    HookKind.POST_CALL_STREAMING_ITERATOR: "post_call",
+}
+
+
+def _response_request_data(request_data: JSONDict, response: JSONDict) -> JSONDict:
+    """What `request_data` holds for an answer: the request's data with the answer under "response"."""
+    return {**request_data, "response": response}
+
+
+class UnifiedGuardrail(CustomLogger):
+    """Adapts `apply_guardrail` to the hook methods the chain calls."""
+
+    def __init__(self, guardrail: CustomGuardrail) -> None:
+        super().__init__()
+        self.guardrail = guardrail
+
+    async def _request(self, data: JSONDict, call_type: str, write: bool) -> None:
+        found = GuardrailInputs.of_request(data, call_type)
+        if found is None or not found.has_content:
+            return
+        returned = await self.guardrail.apply_guardrail(found.inputs, data, "request", None)
+        if write:
+            found.write_back(returned)
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
+    ) -> Any:
+        await self._request(data, call_type, write=True)
+        return data
+
+    async def async_moderation_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, call_type: str
+    ) -> Any:
+        await self._request(data, call_type, write=False)
+
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, response: Any
+    ) -> Any:
+        answer = unwrap(response)
+        if not isinstance(answer, dict):
+            return None
+        found = GuardrailInputs.of_response(answer, _call_type_of(data))
+        if found is None or not found.has_content:
+            return None
+        returned = await self.guardrail.apply_guardrail(
+            found.inputs, _response_request_data(data, answer), "response", None
+        )
+        found.write_back(returned)
+        return None
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        held = [item async for item in response]
+        texts: dict[int, list[tuple[JSONDict, str]]] = {}  # choice index -> (its chunk text holder, key)
+        for item in held:
+            chunk = unwrap(item)
+            for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
+                if not isinstance(choice, dict):
+                    continue
+                index = choice.get("index", 0)
+                delta = choice.get("delta")
+                holder, key = (delta, "content") if isinstance(delta, dict) else (choice, "text")
+                if isinstance(holder.get(key), str):
+                    texts.setdefault(index if isinstance(index, int) else 0, []).append((holder, key))
+        if texts:
+            order = sorted(texts)
+            whole = ["".join(holder[key] for holder, key in texts[i]) for i in order]
+            answer = {"choices": [{"index": i, "text": t} for i, t in zip(order, whole, strict=True)]}
+            returned = await self.guardrail.apply_guardrail(
+                {"texts": list(whole), "model": request_data.get("model")},
+                _response_request_data(request_data, answer),
+                "response",
+                None,
+            )
+            new_texts = returned.get("texts") if isinstance(returned, dict) else None
+            if isinstance(new_texts, list) and len(new_texts) == len(order):
+                for i, old, new in zip(order, whole, new_texts, strict=True):
+                    if isinstance(new, str) and new != old:
+                        places = texts[i]
+                        for n, (holder, key) in enumerate(places):
+                            holder[key] = new if n == 0 else ""
+        for item in held:
+            yield item
+
+
+def _call_type_of(data: JSONDict) -> str:
+    """The call type a success hook's request had (the hook is not given it): read from the request."""
+    if "messages" in data:
+        return "completion"
+    if "prompt" in data:
+        return "text_completion"
+    return ""
