@@ -166,4 +166,19 @@ CASES: tuple[Case, ...] = (
         "seed-pre-call-one-message-2-workers.yaml",
         targets=ONE_MESSAGE_TARGETS,
     ),
+    Case(
+        11,
+        "guardrails",
+        "guardrails: section: a default_on pre_call guardrail, a default_on during_call one, and one "
+        "the requests never select",
+        "guardrails.yaml",
+        targets=(RSS,),
+    ),
+    Case(
+        12,
+        "guardrails-selected",
+        "case 11 without the unselected guardrail (the difference is what an unselected one costs)",
+        "guardrails-selected.yaml",
+        targets=(RSS,),
+    ),
 )

@@ -199,8 +199,7 @@ class HookChain:
                 elif isinstance(candidate, BaseException):
                     log.warning("%s raised while handling a failure (ignored): %r", hook.label, candidate)
         if call_type is not None and HookKind.LOG_FAILURE in self.kinds:
-            kwargs = log_kwargs(request_data, call_type, exception)
-            self._log_event(HookKind.LOG_FAILURE, kwargs, None, start_time)
+            self._log_event(HookKind.LOG_FAILURE, request_data, call_type, None, start_time, exception)
         return replacement
 
     async def response_headers(
@@ -280,15 +279,22 @@ class HookChain:
 
     def log_success(self, data: JSONDict, call_type: str, response: Any, start_time: datetime) -> None:
         if HookKind.LOG_SUCCESS in self.kinds:
-            self._log_event(HookKind.LOG_SUCCESS, log_kwargs(data, call_type), response, start_time)
+            self._log_event(HookKind.LOG_SUCCESS, data, call_type, response, start_time)
 
-    def _log_event(self, kind: HookKind, kwargs: JSONDict, response: Any, start_time: datetime) -> None:
-        event = {
-            "kwargs": kwargs,
-            "response_obj": response,
-            "start_time": start_time,
-            "end_time": datetime.now(),
-        }
+    def _log_event(
+        self,
+        kind: HookKind,
+        data: JSONDict,
+        call_type: str,
+        response: Any,
+        start_time: datetime,
+        exception: BaseException | None = None,
+    ) -> None:
+        end_time = datetime.now()
+        kwargs = log_kwargs(
+            data, call_type, exception, response=response, start_time=start_time, end_time=end_time
+        )
+        event = {"kwargs": kwargs, "response_obj": response, "start_time": start_time, "end_time": end_time}
         for hook in self.hooks[kind]:
             self._spawn(self._logged(hook, event))
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extproc.api.endpoints import RouteTable
+from extproc.compat import cost
 from extproc.decisions import Mode
 from extproc.hooks.chain import HookChain
 from extproc.hooks.loader import load_handlers
@@ -80,6 +81,7 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     router = Router(config.model_list) if settings.routing else None
     if router is not None and not router.targets:
         raise ConfigError(f"{config.path}: extproc.routing: true needs a model_list")
+    cost.use_prices(config.model_list)
     return Pipeline(
         config=config,
         chain=chain,
