@@ -16,7 +16,7 @@ from extproc.api.family import ApiFamily
 from extproc.errors import BodyError, MultipartError, ProxyException
 from extproc.request.routing import allowed
 from extproc.request.state import RequestState
-from extproc.settings.auth import CREDENTIAL_HEADERS
+from extproc.settings.auth import CREDENTIAL_HEADERS, UserAPIKeyAuth
 from extproc.types import Headers, JSONDict
 
 ENFORCE_USER_MESSAGE = "Authentication Error, 'user' param not passed in. 'enforce_user_param'=True"
@@ -24,8 +24,49 @@ ENFORCE_USER_MESSAGE = "Authentication Error, 'user' param not passed in. 'enfor
 SIDECAR_KEYS = ("metadata", "litellm_call_id", "proxy_server_request")
 # The default credential headers; `extproc.auth.credential_headers` adds to them (RequestState passes them).
 SECRET_HEADERS = frozenset(CREDENTIAL_HEADERS)
-# LiteLLM identity keys in `metadata`: hooks trust them, so the client's values never stay.
-IDENTITY_KEYS = ("user_api_key_team_id", "user_api_key_user_id", "user_api_key_alias", "requester_ip_address")
+# The keys the sidecar sets in `metadata` for hooks (LiteLLM's names), and the ones LiteLLM's proxy or our
+# guardrails fill in later: hooks trust them, so a client's own values under these names never reach hooks
+# (every `user_api_key*` name is the proxy's too). The client's `metadata` still goes upstream as sent.
+RESERVED_METADATA_KEYS = frozenset(
+    {
+        "headers",
+        "endpoint",
+        "request_id",
+        "requester_ip_address",
+        "requester_metadata",
+        "user_agent",
+        "user_api_end_user_max_budget",
+        "applied_guardrails",
+        "standard_logging_guardrail_information",
+    }
+)
+RESERVED_METADATA_PREFIX = "user_api_key"
+
+
+def is_reserved(key: str) -> bool:
+    """A `metadata` name only the sidecar may set."""
+    return key in RESERVED_METADATA_KEYS or key.startswith(RESERVED_METADATA_PREFIX)
+
+
+def key_fields(user: UserAPIKeyAuth) -> JSONDict:
+    """LiteLLM's flattened fields of the caller's key in `metadata` (`user_api_key` is the hash too)."""
+    return {
+        "user_api_key": user.api_key,
+        "user_api_key_hash": user.api_key,
+        "user_api_key_alias": user.key_alias,
+        "user_api_key_user_id": user.user_id,
+        "user_api_key_user_email": user.user_email,
+        "user_api_key_team_id": user.team_id,
+        "user_api_key_team_alias": user.team_alias,
+        "user_api_key_org_id": user.org_id,
+        "user_api_key_end_user_id": user.end_user_id,
+        "user_api_key_spend": user.spend,
+        "user_api_key_max_budget": user.max_budget,
+        "user_api_key_metadata": user.metadata,
+        "user_api_key_auth_metadata": user.metadata,
+        "user_api_key_team_metadata": user.team_metadata,
+        "user_api_key_request_route": user.request_route,
+    }
 
 
 def public_headers(headers: Headers, secret: frozenset[str] = SECRET_HEADERS) -> Headers:
@@ -87,27 +128,26 @@ def client_values(data: JSONDict) -> JSONDict:
 
 
 def add_sidecar_keys(data: JSONDict, request: RequestState) -> JSONDict:
-    """LiteLLM's additions for hooks: `metadata` (the client's own, plus headers, key hash, identity,
-    endpoint and request id), `litellm_call_id` and `proxy_server_request`. The identity keys come from
-    the caller's `UserAPIKeyAuth` only: a client's own values for them are dropped (the client's
-    `metadata` still goes upstream as sent)."""
+    """LiteLLM's additions for hooks: `metadata` (the client's own, less the reserved names, plus headers,
+    the key's flattened fields, endpoint, request id and the client's own metadata as
+    `requester_metadata`), `litellm_call_id` and `proxy_server_request`. The key fields come from the
+    caller's `UserAPIKeyAuth` only."""
     client_metadata = data.get("metadata")
     user = request.user
     headers = public_headers(request.headers, request.pipeline.config.sidecar.auth.credential_headers)
-    metadata: JSONDict = dict(client_metadata) if isinstance(client_metadata, dict) else {}
-    for key in IDENTITY_KEYS:
-        metadata.pop(key, None)
+    metadata: JSONDict = {}
+    if isinstance(client_metadata, dict):
+        metadata = {k: v for k, v in client_metadata.items() if not is_reserved(k)}
+    requester_metadata = dict(metadata)
     path = request.headers.get(":path", "")
-    key_hash = user.api_key
+    metadata.update(key_fields(user))
     metadata.update(
         headers=headers,
-        user_api_key=key_hash,
-        user_api_key_hash=key_hash,
-        user_api_key_team_id=user.team_id,
-        user_api_key_user_id=user.user_id,
-        user_api_key_alias=user.key_alias,
         endpoint=path,
         request_id=request.request_id,
+        requester_ip_address=None,  # Envoy does not tell the sidecar the client's address
+        user_agent=headers.get("user-agent", ""),
+        requester_metadata=requester_metadata,
     )
     data["metadata"] = metadata
     data["litellm_call_id"] = request.request_id

@@ -550,7 +550,9 @@ async def test_failure_fires_the_failure_logging_event_with_litellm_shaped_kwarg
     assert await chain.failed(DATA, exc, USER, "completion", start) is None
     await settle(chain)
     ((kwargs, response_obj, start_time, end_time),) = events
-    assert kwargs == {**expected_kwargs("completion"), "exception": exc, "status_code": 429}
+    expected = {**expected_kwargs("completion"), "exception": exc, "status_code": 429}
+    assert {key: kwargs[key] for key in expected} == expected  # tests/unit/test_log_events.py: the rest
+    assert kwargs["standard_logging_object"]["status"] == "failure"
     assert response_obj is None
     assert start_time is start and end_time >= start
     assert len(calls) == 1
@@ -799,12 +801,14 @@ async def test_log_success_passes_the_response_and_times():
     chain.log_success(DATA, "completion", response, start)
     await settle(chain)
     ((name, kwargs, response_obj, start_time, end_time),) = events
-    assert (name, kwargs, response_obj, start_time) == (
+    expected = expected_kwargs("completion")
+    assert (name, {key: kwargs[key] for key in expected}, response_obj, start_time) == (
         "success",
-        expected_kwargs("completion"),
+        expected,
         response,
         start,
     )
+    assert kwargs["standard_logging_object"]["status"] == "success"
     assert end_time >= start_time
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from guardrail_service import MASK, GuardrailService
 
 from extproc.errors import GuardrailUnreachable, describe, is_unreachable
 from handlers.generic_guardrail_api import (
@@ -15,7 +16,6 @@ from handlers.generic_guardrail_api import (
     GenericGuardrailAPIError,
     GuardrailRaisedException,
 )
-from guardrail_service import MASK, GuardrailService
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ async def test_blocked_without_a_reason_says_content_violates_policy(
     guard: GenericGuardrailAPI, service: GuardrailService
 ) -> None:
     service.answer_next(200, b'{"action": "BLOCKED"}')
-    with pytest.raises(GuardrailRaisedException, match="^Content violates policy$"):
+    with pytest.raises(GuardrailRaisedException, match=r"^Content violates policy$"):
         await guard.apply_guardrail({"texts": ["x"]}, request_data(), "request")
 
 
@@ -223,7 +223,7 @@ async def test_an_answer_that_is_not_a_verdict_is_an_error_not_unreachable(
     guard: GenericGuardrailAPI, service: GuardrailService, status: int, body: bytes
 ) -> None:
     service.answer_next(status, body)
-    with pytest.raises(GenericGuardrailAPIError, match="Generic Guardrail API .*failed") as caught:
+    with pytest.raises(GenericGuardrailAPIError, match=r"Generic Guardrail API .*failed") as caught:
         await guard.apply_guardrail({"texts": ["a", "b"]}, request_data(), "request")
     assert not is_unreachable(caught.value)
     assert describe(caught.value).status == 500
@@ -240,7 +240,7 @@ def test_api_base_is_required_and_the_endpoint_is_appended_once(monkeypatch: pyt
 
 
 def test_litellm_options_it_does_not_have_are_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="fire_and_forget.*skip_if_team_id_in"):
+    with pytest.raises(ValueError, match=r"fire_and_forget.*skip_if_team_id_in"):
         GenericGuardrailAPI(api_base="http://g:1", fire_and_forget=True, skip_if_team_id_in=["t"])
 
 
