@@ -11,13 +11,13 @@ class MyCustomHandler(CustomLogger):
         user_api_key_dict: UserAPIKeyAuth,
         cache: DualCache,
         data: dict,
-        call_type: Literal[
-            "completion",
-            "text_completion",
-            "embeddings",
-            "image_generation",
-            "moderation",
-            "audio_transcription",
+        call_type: Literal[  # the names LiteLLM's proxy passes (extproc.call_types: proxy, the default)
+            "acompletion",
+            "atext_completion",
+            "aembedding",
+            "aimage_generation",
+            "amoderation",
+            "atranscription",
         ],
     ):
         data["model"] = "my-new-model"

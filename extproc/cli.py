@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from extproc.errors import HandlerError
+from extproc.hooks.source_checks import handler_call_type_warnings
 from extproc.request import pipeline as pipeline_module
 from extproc.request.modes import phases_asked
 from extproc.request.pipeline import Pipeline
@@ -32,9 +33,16 @@ def _json_logs(args: argparse.Namespace) -> bool:
 
 def _load(path: str) -> Pipeline:
     pipeline = pipeline_module.load(path)
-    for warning in pipeline.config.warnings:
+    for warning in _warnings(pipeline):
         logging.getLogger("extproc.config").warning("%s: %s", pipeline.config.path, warning)
     return pipeline
+
+
+def _warnings(pipeline: Pipeline) -> list[str]:
+    """The config's warnings, then what reading the handlers' files found."""
+    instances = [handler.instance for handler in pipeline.chain.handlers]
+    found = handler_call_type_warnings(instances, pipeline.config.sidecar.call_types)
+    return [*pipeline.config.warnings, *found]
 
 
 def _describe(pipeline: Pipeline) -> str:
@@ -55,11 +63,18 @@ def _describe(pipeline: Pipeline) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Load and validate; with `--strict` (for CI) any warning fails the check."""
     setup_logging("warning", _json_logs(args))
-    pipeline = _load(args.config)
-    for warning in pipeline.config.warnings:
+    pipeline = pipeline_module.load(args.config)
+    warnings = _warnings(pipeline)
+    for note in pipeline.config.notes:
+        print(f"note: {note}")
+    for warning in warnings:
         print(f"warning: {warning}")
     print(_describe(pipeline))
+    if args.strict and warnings:
+        print(f"error: --strict: {len(warnings)} warning(s), listed above", file=sys.stderr)
+        return 1
     print("ok")
     return 0
 
@@ -230,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="load and validate a config and its handlers")
     check.add_argument("--config", required=True)
+    check.add_argument("--strict", action="store_true", help="fail (exit 1) on any warning, for CI")
     _log_format(check, "text")
     check.set_defaults(func=cmd_check)
 

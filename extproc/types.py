@@ -21,6 +21,47 @@ class CallType(StrEnum):
     AUDIO_TRANSCRIPTION = "audio_transcription"
 
 
+class CallTypeNames(StrEnum):
+    """Which names hooks receive as `call_type` (`extproc.call_types`).
+
+    `proxy` (the default): the names LiteLLM's proxy really passes (`acompletion`, ...), which handlers
+    tested against a live proxy compare with. `documented`: the names of LiteLLM's call-hook docs
+    (`completion`, ...). Metrics labels and Envoy's dynamic metadata always use the documented names, so
+    dashboards do not change with the setting.
+    """
+
+    PROXY = "proxy"
+    DOCUMENTED = "documented"
+
+
+# The name LiteLLM's proxy passes for each call type (its `CallTypes` async members). The Responses and
+# Anthropic Messages families will pass `aresponses` and `anthropic_messages` once they are hooked.
+PROXY_CALL_TYPES: dict[CallType, str] = {
+    CallType.COMPLETION: "acompletion",
+    CallType.TEXT_COMPLETION: "atext_completion",
+    CallType.EMBEDDINGS: "aembedding",
+    CallType.IMAGE_GENERATION: "aimage_generation",
+    CallType.MODERATION: "amoderation",
+    CallType.AUDIO_TRANSCRIPTION: "atranscription",
+}
+# Either spelling back to the call type, for code that accepts both.
+CALL_TYPE_OF_NAME: dict[str, CallType] = {
+    **{call_type.value: call_type for call_type in CallType},
+    **{name: call_type for call_type, name in PROXY_CALL_TYPES.items()},
+}
+
+
+def hook_call_type(call_type: CallType, names: CallTypeNames) -> str:
+    """The `call_type` string hooks receive for `call_type` under the naming in force."""
+    return PROXY_CALL_TYPES[call_type] if names is CallTypeNames.PROXY else call_type.value
+
+
+def call_type_named(name: str) -> CallType | None:
+    """The call type a name of either set stands for (`acompletion` and `completion`: chat); None if
+    neither set has it."""
+    return CALL_TYPE_OF_NAME.get(name)
+
+
 class Phase(StrEnum):
     """The ext_proc messages Envoy sends about one HTTP request (the names of the protobuf oneof)."""
 

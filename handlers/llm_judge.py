@@ -40,6 +40,7 @@ from extproc import (
     normalize_text,
     request_texts,
 )
+from extproc.types import call_type_named
 
 log = logging.getLogger("handlers.llm_judge")
 
@@ -176,7 +177,7 @@ class Handler(CustomLogger):
         """Every text place of the request (`request_texts`, normalised), one place per line; for chats,
         one turn per message: assistant messages (their tool calls too) as "Agent", every other message
         (user, system, tool results) as "User"."""
-        if call_type != CallType.COMPLETION:
+        if call_type_named(call_type) is not CallType.COMPLETION:  # either naming (extproc.call_types)
             return [("User", _joined(request_texts(data, call_type)))]
         # tool definitions first: Llama Guard judges the last user turn, which stays the conversation's
         rest = {key: value for key, value in data.items() if key != "messages"}

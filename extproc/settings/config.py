@@ -1,7 +1,9 @@
 """Config: LiteLLM's proxy config YAML as it is, plus an `extproc:` section for the sidecar.
 
-Unknown keys are reported as warnings, never fatal. `os.environ/NAME` strings are resolved. The
-`extproc:` section is read by extproc/settings/sidecar.py; its types are importable from here too.
+Every LiteLLM key is judged by extproc/settings/litellm_keys.py: a key LiteLLM enforces works here or
+the config is refused naming it; a key that enforces nothing is one warning; unknown keys are warnings.
+`os.environ/NAME` strings are resolved. The `extproc:` section is read by extproc/settings/sidecar.py;
+its types are importable from here too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import yaml
 
 from extproc.settings.checks import ConfigError, boolean, mapping
 from extproc.settings.guardrails import GuardrailEntry, deployment_guardrails, parse_guardrails
+from extproc.settings.litellm_keys import SECTIONS, TOP_LEVEL_KEYS, judge
 from extproc.settings.sidecar import (
     MAX_WORKERS,
     CacheSettings,
@@ -68,6 +71,8 @@ class Config:
     sidecar: SidecarSettings
     warnings: tuple[str, ...]
     guardrails: tuple[GuardrailEntry, ...] = ()
+    # What maps onto the sidecar's own settings (prometheus -> metrics_listen): printed, never a warning.
+    notes: tuple[str, ...] = ()
     # model_name -> the guardrails its deployments name (`litellm_params.guardrails`): run for its requests
     deployment_guardrails: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -85,8 +90,6 @@ _TOP_KEYS = {
     "guardrails",
     "extproc",
 }
-_LITELLM_USED = {"callbacks"}
-_GENERAL_USED = {"enforce_user_param"}
 ENV_PREFIX = "os.environ/"
 
 
@@ -165,25 +168,50 @@ def _check_routes(deployments: tuple[Deployment, ...]) -> None:
             raise ConfigError(f"{where}: {api_base!r} has a bad port: {API_BASE_FORM}") from None
 
 
+def _mapped_settings(sidecar: dict[str, Any], general: dict[str, Any]) -> dict[str, Any]:
+    """The `extproc:` mapping with LiteLLM's keys that map onto it applied where it does not say
+    otherwise: `general_settings.max_request_size_mb` -> `max_request_bytes`."""
+    size_mb = general.get("max_request_size_mb")
+    if size_mb is None or "max_request_bytes" in sidecar:
+        return sidecar
+    if isinstance(size_mb, bool) or not isinstance(size_mb, int | float) or size_mb <= 0:
+        raise ConfigError(f"general_settings.max_request_size_mb: expected a number > 0, got {size_mb!r}")
+    return {**sidecar, "max_request_bytes": int(size_mb * 1024 * 1024)}
+
+
+def _refusal(errors: list[str]) -> str:
+    """One error, or all of them: every key LiteLLM enforces that cannot be enforced here is named."""
+    if len(errors) == 1:
+        return errors[0]
+    return f"{len(errors)} keys would be enforced by LiteLLM and cannot be here:\n" + "\n".join(
+        f"  - {error}" for error in errors
+    )
+
+
 def parse(raw: Any, path: Path) -> Config:
     """Validate a decoded config document."""
     doc = mapping(raw, "config")
-    warnings = [f"{key}: unknown top-level key, ignored" for key in doc.keys() - _TOP_KEYS]
+    warnings = [f"{key}: unknown top-level key, ignored" for key in doc.keys() - _TOP_KEYS - TOP_LEVEL_KEYS]
     for name, value in mapping(doc.get("environment_variables"), "environment_variables").items():
         os.environ.setdefault(str(name), str(value))
     doc = resolve_env(doc, "config")
     litellm = mapping(doc.get("litellm_settings"), "litellm_settings")
     general = mapping(doc.get("general_settings"), "general_settings")
-    warnings += [f"litellm_settings.{k}: not used by llm-extproc" for k in litellm.keys() - _LITELLM_USED]
-    warnings += [f"general_settings.{k}: not used by llm-extproc" for k in general.keys() - _GENERAL_USED]
     if "guardrails" in litellm:
         raise ConfigError(
             "litellm_settings.guardrails: this older form is not supported; list each guardrail under the "
             "top-level guardrails: section ({guardrail_name, litellm_params: {guardrail, mode, default_on}})"
         )
-    callbacks = _callbacks(litellm.get("callbacks"))
+    _callbacks(litellm.get("callbacks"))  # its form; which entries are handlers is judged below
     guardrails = parse_guardrails(doc.get("guardrails"))
-    sidecar = parse_sidecar(mapping(doc.get("extproc"), "extproc"), warnings, path.parent)
+    sidecar_raw = _mapped_settings(mapping(doc.get("extproc"), "extproc"), general)
+    sidecar = parse_sidecar(sidecar_raw, warnings, path.parent)
+    sections = {name: mapping(doc.get(name), name) for name in SECTIONS}
+    findings = judge(doc, sections, sidecar.metrics_listen)
+    if findings.errors:
+        raise ConfigError(_refusal(findings.errors))
+    warnings += findings.warnings
+    callbacks = findings.handlers
     warnings += [
         f"extproc.handlers.{ref}: not a configured callback"
         for ref in sidecar.handlers.keys() - set(callbacks)
@@ -203,6 +231,7 @@ def parse(raw: Any, path: Path) -> Config:
         warnings=tuple(sorted(warnings)),
         guardrails=guardrails,
         deployment_guardrails=selected,
+        notes=tuple(findings.notes),
     )
 
 

@@ -10,6 +10,7 @@ from extproc.settings.auth import CREDENTIAL_HEADERS, SETTABLE_FIELDS, AuthSourc
 from extproc.settings.checks import ConfigError, boolean, integer, mapping
 from extproc.settings.listen import ListenAddress
 from extproc.state.store_url import parse_store_url
+from extproc.types import CallTypeNames
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,8 @@ class SidecarSettings:
     forward_headers: tuple[str, ...] | None = None
     # Sidecar processes, each on its own socket (extproc/ops/workers.py); Envoy balances across them.
     workers: int = 1
+    # The `call_type` names hooks receive: LiteLLM's proxy names (`acompletion`) or the documented ones.
+    call_types: CallTypeNames = CallTypeNames.PROXY
 
     @property
     def listen_addresses(self) -> tuple[ListenAddress, ...]:
@@ -100,6 +103,7 @@ _SIDECAR_KEYS = {
     "handler_paths",
     "forward_headers",
     "workers",
+    "call_types",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 MAX_WORKERS = 64
@@ -257,6 +261,14 @@ def _handler_paths(value: Any, base: Path) -> tuple[Path, ...]:
     return paths
 
 
+def _call_types(value: Any) -> CallTypeNames:
+    try:
+        return CallTypeNames(value)
+    except (ValueError, TypeError):
+        choices = " or ".join(repr(names.value) for names in CallTypeNames)
+        raise ConfigError(f"extproc.call_types: expected {choices}, got {value!r}") from None
+
+
 def _workers(value: Any) -> int:
     workers = integer(value, "extproc.workers")
     if workers > MAX_WORKERS:
@@ -330,6 +342,7 @@ def parse_sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> Sidec
         handler_paths=_handler_paths(raw.get("handler_paths"), base),
         forward_headers=_forward_headers(raw.get("forward_headers")),
         workers=_workers(raw.get("workers", defaults.workers)),
+        call_types=_call_types(raw.get("call_types", defaults.call_types.value)),
     )
     _check_workers(settings, warnings)
     if settings.routing and settings.forward_headers is not None:
