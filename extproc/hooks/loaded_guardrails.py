@@ -158,11 +158,6 @@ def load_guardrail(entry: GuardrailEntry, folders: tuple[Path, ...]) -> LoadedGu
     if unified is not None and not implements_apply_guardrail(instance):
         unified = None
     loaded = LoadedGuardrail(entry, instance, unified)
-    if not any(loaded.method(kind) for kind in EVENT_OF) and entry.modes != ("logging_only",):
-        raise HandlerError(
-            f"{entry.where}: {type(instance).__name__} implements no hook and no apply_guardrail: "
-            "it would check nothing"
-        )
     for event in entry.modes or ():
         if event == "logging_only":
             continue
@@ -172,6 +167,11 @@ def load_guardrail(entry: GuardrailEntry, folders: tuple[Path, ...]) -> LoadedGu
                 f"{' or '.join(k.value for k, of in EVENT_OF.items() if of == event)}, or apply_guardrail): "
                 "it would never run"
             )
+    if not any(loaded.method(kind) for kind in EVENT_OF) and entry.modes != ("logging_only",):
+        raise HandlerError(
+            f"{entry.where}: {type(instance).__name__} implements no hook and no apply_guardrail: "
+            "it would check nothing"
+        )
     return loaded
 
 
