@@ -165,7 +165,7 @@ def upstream_data(data: JSONDict, sent: JSONDict) -> JSONDict:
 def request_metadata(request: RequestState, requested_model: Any, upstream_model: Any) -> dict[str, Any]:
     """What Envoy's dynamic metadata says of the request (access logs, rate-limit descriptors)."""
     return {
-        "call_type": request.call_type,
+        "call_type": request.call_type_label,
         "model": requested_model if isinstance(requested_model, str) else None,
         "upstream_model": upstream_model if isinstance(upstream_model, str) else None,
         "api_key_hash": request.user.api_key,

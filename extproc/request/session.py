@@ -41,7 +41,14 @@ from extproc.request.state import RequestState
 from extproc.request.streaming import StreamPump, StreamRewriter, StreamState
 from extproc.telemetry import metrics
 from extproc.telemetry.logs import bind_request_id
-from extproc.types import ENDPOINT_METADATA_KEY, FORWARDED_HEADERS_NAMESPACE, HookKind, JSONDict, Phase
+from extproc.types import (
+    ENDPOINT_METADATA_KEY,
+    FORWARDED_HEADERS_NAMESPACE,
+    HookKind,
+    JSONDict,
+    Phase,
+    hook_call_type,
+)
 
 log = logging.getLogger("extproc.session")
 
@@ -228,7 +235,7 @@ class Session:
         pre_call = chain.has(HookKind.PRE_CALL)
         pristine = family.codec.decode(body, content_type) if pre_call else None  # to compare with
         data = request.data = admission.add_sidecar_keys(data, request)
-        call_type = family.call_type.value
+        call_type = hook_call_type(family.call_type, pipeline.config.sidecar.call_types)
         if pre_call:
             data = request.data = await chain.pre_call(request.user, pipeline.cache, data, call_type)
         # Routing changes only what goes upstream: hooks keep seeing the model_name the client asked for.

@@ -13,7 +13,7 @@ from extproc.api.family import ApiFamily
 from extproc.errors import ProxyException
 from extproc.request.pipeline import Pipeline
 from extproc.settings.auth import UserAPIKeyAuth
-from extproc.types import Headers, JSONDict
+from extproc.types import Headers, JSONDict, hook_call_type
 
 
 class RequestState:
@@ -59,6 +59,15 @@ class RequestState:
 
     @property
     def call_type(self) -> str | None:
+        """The `call_type` hooks receive (`extproc.call_types`); None for a request no hook sees."""
+        if self.family is None:
+            return None
+        return hook_call_type(self.family.call_type, self.pipeline.config.sidecar.call_types)
+
+    @property
+    def call_type_label(self) -> str | None:
+        """The documented name, for metrics and Envoy's metadata: stable whatever `extproc.call_types`
+        says, so dashboards and access-log queries do not change with it."""
         return self.family.call_type.value if self.family is not None else None
 
     def forget(self) -> None:
