@@ -182,15 +182,20 @@ class TokenCounts:
 
     @classmethod
     def of(cls, usage: Any) -> TokenCounts:
-        if not isinstance(usage, dict):
+        """Counts from a `usage` dict, view or object; zeros when there is none."""
+        if usage is None:
             return cls()
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
-        cached = _field(details, "cached_tokens") if details else None
+
+        def first(*names: str) -> int:
+            return next((n for name in names if (n := _count(_field(usage, name)))), 0)
+
+        details = _field(usage, "prompt_tokens_details") or _field(usage, "input_tokens_details")
+        cached = _count(_field(details, "cached_tokens")) if details is not None else 0
         return cls(
-            _count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-            _count(usage.get("completion_tokens", usage.get("output_tokens"))),
-            _count(cached) or _count(usage.get("cache_read_input_tokens")),
-            _count(usage.get("cache_creation_input_tokens")),
+            first("prompt_tokens", "input_tokens"),
+            first("completion_tokens", "output_tokens"),
+            cached or first("cache_read_input_tokens"),
+            first("cache_creation_input_tokens"),
         )
 
 
