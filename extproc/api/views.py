@@ -3,12 +3,22 @@
 `response.choices[0].message.content += "!"` and `response["choices"][0]["message"]["content"]` both
 read and write the same underlying dicts and lists: nothing is copied, so the sidecar sees every edit.
 A missing field reads as None, as an unset pydantic field does.
+
+A JSON object with `choices` is a completion, and its view is one of LiteLLM's response classes, picked
+by shape: `ModelResponseStream` for a chat chunk (`object: chat.completion.chunk`), `ModelResponse` for
+anything else (chat and text completions). Its choices, messages, deltas and usage are `Choices` /
+`StreamingChoices`, `Message` / `Delta` and `Usage` views, so `isinstance` checks a LiteLLM hook makes
+hold. The same classes are constructible with LiteLLM's keyword arguments and defaults (an id, `created`,
+one empty choice); a constructed object is a view over the dict it built, so returning one from a hook
+replaces the answer with that dict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import orjson
 
@@ -16,6 +26,10 @@ import orjson
 def wrap(value: Any) -> Any:
     """A view for dicts and lists; other values as they are."""
     if isinstance(value, dict):
+        if "choices" in value:
+            if value.get("object") == "chat.completion.chunk":
+                return ModelResponseStream.view(value)
+            return ModelResponse.view(value)
         return ObjectView(value)
     if isinstance(value, list):
         return ListView(value)
@@ -101,16 +115,19 @@ class ObjectView:
 
 
 class ListView:
-    """A JSON array whose items are seen through views."""
+    """A JSON array whose items are seen through views (`item` makes the view of one item)."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_item", "_raw")
     _raw: list[Any]
 
-    def __init__(self, raw: list[Any]) -> None:
+    def __init__(self, raw: list[Any], item: Callable[[Any], Any] = wrap) -> None:
         self._raw = raw
+        self._item = item
 
-    def __getitem__(self, index: int) -> Any:
-        return wrap(self._raw[index])
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return ListView(self._raw[index], self._item)
+        return self._item(self._raw[index])
 
     def __setitem__(self, index: int, value: Any) -> None:
         self._raw[index] = unwrap(value)
@@ -122,7 +139,7 @@ class ListView:
         return len(self._raw)
 
     def __iter__(self) -> Iterator[Any]:
-        return (wrap(v) for v in self._raw)
+        return (self._item(v) for v in self._raw)
 
     def __eq__(self, other: object) -> bool:
         return bool(self._raw == unwrap(other))
@@ -139,4 +156,320 @@ class ListView:
         self._raw.insert(index, unwrap(value))
 
     def pop(self, index: int = -1) -> Any:
-        return wrap(self._raw.pop(index))
+        return self._item(self._raw.pop(index))
+
+
+class ShapedView(ObjectView):
+    """A view whose fields named in `FIELDS` are seen through the view class of their shape."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    @classmethod
+    def view(cls, raw: dict[str, Any]) -> Any:
+        """The view over an existing dict (no defaults added, nothing copied)."""
+        instance = object.__new__(cls)
+        object.__setattr__(instance, "_raw", raw)
+        return instance
+
+    def _field(self, name: str, value: Any) -> Any:
+        shape = self.FIELDS.get(name)
+        return wrap(value) if shape is None else shape(value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._field(name, self._raw.get(name))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):  # LiteLLM's private attributes (`_hidden_params`) never reach the JSON
+            object.__setattr__(self, name, value)
+        else:
+            self._raw[name] = unwrap(value)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._field(key, self._raw[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._field(key, self._raw.get(key, default))
+
+    def values(self) -> list[Any]:
+        return [self._field(k, v) for k, v in self._raw.items()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, self._field(k, v)) for k, v in self._raw.items()]
+
+
+def _shape(cls: type[ShapedView]) -> Callable[[Any], Any]:
+    """A dict seen as `cls`, anything else as usual."""
+    return lambda value: cls.view(value) if isinstance(value, dict) else wrap(value)
+
+
+def _list_of(cls: type[ShapedView]) -> Callable[[Any], Any]:
+    """A list whose dict items are seen as `cls`."""
+    item = _shape(cls)
+    return lambda value: ListView(value, item) if isinstance(value, list) else wrap(value)
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A constructor argument (a view, a pydantic-like object or a dict) as a plain dict."""
+    raw = unwrap(value)
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return raw
+
+
+def _extras(params: dict[str, Any]) -> dict[str, Any]:
+    """Extra keyword arguments as JSON fields; unset (None) ones are left out, as LiteLLM leaves them."""
+    return {key: unwrap(value) for key, value in params.items() if value is not None}
+
+
+def _generated_id() -> str:
+    return f"chatcmpl-{uuid.uuid4()}"
+
+
+class Message(ShapedView):
+    """An answer's message (LiteLLM's `Message`): `content`, `role` (default assistant), tool calls."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        content: str | None = None,
+        role: str = "assistant",
+        function_call: Any = None,
+        tool_calls: list[Any] | None = None,
+        **params: Any,
+    ) -> None:
+        raw: dict[str, Any] = {
+            "content": content,
+            "role": role or "assistant",
+            "tool_calls": [_plain(call) for call in tool_calls] if tool_calls else None,
+            "function_call": None if function_call is None else _plain(function_call),
+        }
+        object.__setattr__(self, "_raw", raw | _extras(params))
+
+    def json(self, **_: Any) -> dict[str, Any]:  # type: ignore[override]
+        """LiteLLM's `Message.json()` is its `model_dump()`: a dict."""
+        return self._raw
+
+
+class Delta(ShapedView):
+    """A stream chunk's change to the message (LiteLLM's `Delta`)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        content: str | None = None,
+        role: str | None = None,
+        function_call: Any = None,
+        tool_calls: list[Any] | None = None,
+        **params: Any,
+    ) -> None:
+        calls = None
+        if isinstance(tool_calls, list):
+            calls = []
+            for position, call in enumerate(tool_calls):
+                plain = dict(_plain(call))
+                plain.setdefault("index", position)
+                plain["type"] = plain.get("type") or "function"
+                calls.append(plain)
+        raw: dict[str, Any] = {
+            "content": content,
+            "role": role,
+            "function_call": None if function_call is None else _plain(function_call),
+            "tool_calls": calls,
+        }
+        object.__setattr__(self, "_raw", raw | _extras(params))
+
+
+class Usage(ShapedView):
+    """Token counts (LiteLLM's `Usage`); counts not given are 0."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        total_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        **params: Any,
+    ) -> None:
+        raw: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens or 0,
+            "completion_tokens": completion_tokens or 0,
+            "total_tokens": total_tokens or 0,
+        }
+        extras = _extras(params)
+        if reasoning_tokens:
+            details = dict(extras.get("completion_tokens_details") or {})
+            details.setdefault("reasoning_tokens", reasoning_tokens)
+            extras["completion_tokens_details"] = details
+        object.__setattr__(self, "_raw", raw | extras)
+
+
+class Choices(ShapedView):
+    """One choice of an answer (LiteLLM's `Choices`): finish reason (default stop), index, message."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {"message": _shape(Message)}
+
+    def __init__(
+        self,
+        finish_reason: str | None = None,
+        index: int | None = 0,
+        message: Any = None,
+        logprobs: Any = None,
+        **params: Any,
+    ) -> None:
+        if message is None:
+            message_raw = Message()._raw
+        elif isinstance(message, Message):
+            message_raw = message._raw
+        else:
+            message_raw = Message(**_plain(message))._raw
+        raw: dict[str, Any] = {
+            "finish_reason": finish_reason or "stop",
+            "index": 0 if index is None else index,
+            "message": message_raw,
+        }
+        if logprobs is not None:
+            raw["logprobs"] = unwrap(logprobs)
+        object.__setattr__(self, "_raw", raw | _extras(params))
+
+
+class StreamingChoices(ShapedView):
+    """One choice of a stream chunk (LiteLLM's `StreamingChoices`): finish reason, index, delta."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {"delta": _shape(Delta)}
+
+    def __init__(
+        self,
+        finish_reason: str | None = None,
+        index: int = 0,
+        delta: Any = None,
+        logprobs: Any = None,
+        **params: Any,
+    ) -> None:
+        params.pop("message", None)
+        if delta is None:
+            delta_raw = Delta()._raw
+        elif isinstance(delta, Delta):
+            delta_raw = delta._raw
+        else:
+            delta_raw = Delta(**_plain(delta))._raw
+        raw: dict[str, Any] = {
+            "finish_reason": finish_reason or None,
+            "index": index,
+            "delta": delta_raw,
+            "logprobs": unwrap(logprobs),
+        }
+        object.__setattr__(self, "_raw", raw | _extras(params))
+
+
+def _choices(items: Any, kind: type[Choices] | type[StreamingChoices]) -> list[Any]:
+    if not isinstance(items, list | ListView):
+        return [kind()._raw]
+    return [item._raw if isinstance(item, kind) else kind(**_plain(item))._raw for item in items]
+
+
+def _usage(usage: Any) -> dict[str, Any]:
+    return usage._raw if isinstance(usage, Usage) else Usage(**_plain(usage))._raw
+
+
+class CompletionView(ShapedView):
+    """What both response classes share: LiteLLM's private `_hidden_params`, and `json()` as a dict."""
+
+    __slots__ = ("_hidden",)
+
+    @property
+    def _hidden_params(self) -> dict[str, Any]:
+        try:
+            return object.__getattribute__(self, "_hidden")  # type: ignore[no-any-return]
+        except AttributeError:
+            hidden: dict[str, Any] = {}
+            object.__setattr__(self, "_hidden", hidden)
+            return hidden
+
+    @_hidden_params.setter
+    def _hidden_params(self, value: dict[str, Any]) -> None:
+        object.__setattr__(self, "_hidden", value)
+
+    def json(self, **_: Any) -> dict[str, Any]:  # type: ignore[override]
+        """LiteLLM's response `json()` is its `model_dump()`: a dict."""
+        return self._raw
+
+
+class ModelResponse(CompletionView):
+    """A whole answer (LiteLLM's `ModelResponse`); hooks receive chat and text completions as one."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {"choices": _list_of(Choices), "usage": _shape(Usage)}
+
+    def __init__(
+        self,
+        id: str | None = None,
+        choices: list[Any] | None = None,
+        created: int | None = None,
+        model: str | None = None,
+        object: str | None = None,
+        system_fingerprint: str | None = None,
+        usage: Any = None,
+        stream: bool | None = None,
+        stream_options: Any = None,
+        response_ms: float | None = None,
+        hidden_params: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> None:
+        params.pop("_response_headers", None)
+        raw: dict[str, Any] = {
+            "id": id or _generated_id(),
+            "choices": _choices(choices, Choices),
+            "created": int(time.time()) if created is None else created,
+            "model": model,
+            "object": "chat.completion",
+            "system_fingerprint": system_fingerprint,
+        }
+        if usage is not None:
+            raw["usage"] = _usage(usage)
+        raw.update({key: unwrap(value) for key, value in params.items()})
+        ShapedView.__setattr__(self, "_raw", raw)
+        if hidden_params:
+            self._hidden_params = hidden_params
+
+
+class ModelResponseStream(CompletionView):
+    """One chunk of a streamed chat answer (LiteLLM's `ModelResponseStream`)."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "choices": _list_of(StreamingChoices),
+        "usage": _shape(Usage),
+    }
+
+    def __init__(
+        self,
+        choices: list[Any] | None = None,
+        id: str | None = None,
+        created: int | None = None,
+        provider_specific_fields: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> None:
+        usage = params.pop("usage", None)
+        params.pop("object", None)
+        raw: dict[str, Any] = {
+            "id": id or _generated_id(),
+            "created": int(time.time()) if created is None else created,
+            "model": params.pop("model", None),
+            "object": "chat.completion.chunk",
+            "choices": _choices(choices, StreamingChoices),
+        }
+        if usage is not None:
+            raw["usage"] = _usage(usage)
+        if provider_specific_fields is not None:
+            raw["provider_specific_fields"] = provider_specific_fields
+        raw.update({key: unwrap(value) for key, value in params.items()})
+        ShapedView.__setattr__(self, "_raw", raw)

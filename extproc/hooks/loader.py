@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from extproc.compat import litellm_shim
 from extproc.errors import HandlerError
 
 
@@ -29,11 +30,14 @@ def _module_file(folder: Path, module_name: str) -> Path | None:
     return None
 
 
-def _load_file(module_name: str, path: Path) -> ModuleType:
+def _load_file(module_name: str, path: Path, folders: tuple[Path, ...]) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise HandlerError(f"{path}: cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
+    # LiteLLM's module paths (`from litellm.proxy._types import UserAPIKeyAuth`) resolve to ours inside
+    # this file, its hook bodies and the sibling modules it imports, and nowhere else.
+    litellm_shim.prepare(module, folders)
     previous = sys.modules.get(module_name)
     sys.modules[module_name] = module
     try:
@@ -64,9 +68,11 @@ def import_module(module_name: str, folders: tuple[Path, ...]) -> ModuleType:
             # folder can never shadow the standard library or an installed package.
             sys.path.append(str(folder))
         try:
-            return _load_file(module_name, path)
+            return _load_file(module_name, path, folders)
         except HandlerError:
             raise
+        except (litellm_shim.LiteLLMNameError, litellm_shim.LiteLLMAttributeError) as exc:
+            raise HandlerError(str(exc)) from exc  # already names the name, the file and the line
         except BaseException as exc:  # a module may raise anything at import (SystemExit, CancelledError)
             raise HandlerError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
     if module_name == BUILTIN_PACKAGE or module_name.startswith(BUILTIN_PACKAGE + "."):

@@ -75,6 +75,14 @@ class UserAPIKeyAuth:
         """A dict of the fields, as pydantic's `model_dump` gives on LiteLLM's class."""
         return dataclasses.asdict(self)
 
+    def dict(self, **_: Any) -> dict[str, Any]:
+        """The same dict: LiteLLM's class is a pydantic model, and hook files call its v1 `dict()`."""
+        return self.model_dump()
+
+    def json(self, **_: Any) -> str:
+        """The fields as a JSON string (pydantic's v1 `json()`); values JSON cannot hold become strings."""
+        return orjson.dumps(self.model_dump(), default=str).decode()
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(UserAPIKeyAuth)}
 _INT_FIELDS = {
