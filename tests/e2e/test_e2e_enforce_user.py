@@ -38,12 +38,12 @@ JSON_ENDPOINTS: list[tuple[str, dict[str, Any], str]] = [
     (
         "/v1/chat/completions",
         {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
-        "completion",
+        "acompletion",
     ),
-    ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"}, "text_completion"),
-    ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hi"}, "embeddings"),
-    ("/v1/images/generations", {"model": "dall-e-3", "prompt": "a cat"}, "image_generation"),
-    ("/v1/moderations", {"model": "omni-moderation-latest", "input": "hi"}, "moderation"),
+    ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"}, "atext_completion"),
+    ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hi"}, "aembedding"),
+    ("/v1/images/generations", {"model": "dall-e-3", "prompt": "a cat"}, "aimage_generation"),
+    ("/v1/moderations", {"model": "omni-moderation-latest", "input": "hi"}, "amoderation"),
 ]
 
 

@@ -116,7 +116,7 @@ def test_refusal_chat_is_a_completion(stack, request_id):
         {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": REFUSAL}}
     ]
     assert hooked(stack, request_id) == [
-        {"request_id": request_id, "call_type": "completion", "action": "refuse"}
+        {"request_id": request_id, "call_type": "acompletion", "action": "refuse"}
     ]
     assert stack.mock_requests() == []
 
@@ -170,9 +170,9 @@ def test_refusal_text_completion(stack):
 @pytest.mark.parametrize(
     ("path", "body", "call_type"),
     [
-        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello"}, "embeddings"),
-        ("/v1/images/generations", {"model": "dall-e-3", "prompt": "a cat"}, "image_generation"),
-        ("/v1/moderations", {"model": "omni-moderation-latest", "input": "hello"}, "moderation"),
+        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello"}, "aembedding"),
+        ("/v1/images/generations", {"model": "dall-e-3", "prompt": "a cat"}, "aimage_generation"),
+        ("/v1/moderations", {"model": "omni-moderation-latest", "input": "hello"}, "amoderation"),
     ],
 )
 def test_refusal_elsewhere_is_400(stack, assert_error, request_id, path, body, call_type):
@@ -385,7 +385,7 @@ def test_multipart_unchanged_is_byte_identical(stack, request_id):
     assert response.status_code == 200, response.text
     assert response.json() == {"text": f"[mock:whisper-1] transcribed {len(AUDIO)} bytes from speech.wav"}
     assert stack.mock_last()["body_base64"] == base64.b64encode(body).decode()
-    assert hooked(stack, request_id)[0]["call_type"] == "audio_transcription"
+    assert hooked(stack, request_id)[0]["call_type"] == "atranscription"
 
 
 def test_multipart_model_rewrite_keeps_the_file(stack, request_id):
@@ -491,10 +491,10 @@ def test_missing_messages_exact_message(stack, assert_error):
 @pytest.mark.parametrize(
     ("path", "body", "call_type"),
     [
-        ("/chat/completions?x=1", chat(), "completion"),
-        ("/v1/chat/completions?x=1&y=2", chat(), "completion"),
-        ("/embeddings?x=1", {"model": "e", "input": "hi"}, "embeddings"),
-        ("/v1/moderations/?x=1", {"model": "m", "input": "hi"}, "moderation"),
+        ("/chat/completions?x=1", chat(), "acompletion"),
+        ("/v1/chat/completions?x=1&y=2", chat(), "acompletion"),
+        ("/embeddings?x=1", {"model": "e", "input": "hi"}, "aembedding"),
+        ("/v1/moderations/?x=1", {"model": "m", "input": "hi"}, "amoderation"),
     ],
 )
 def test_query_and_short_paths_run_hooks(stack, request_id, path, body, call_type):

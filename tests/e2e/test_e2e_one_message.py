@@ -55,9 +55,9 @@ def test_one_message_carries_endpoint_and_forwarded_headers(stack, request_id):
         (
             "/v1/chat/completions",
             {"model": "m", "user": "u", "messages": [{"role": "user", "content": "hi"}]},
-            "completion",
+            "acompletion",
         ),
-        ("/embeddings", {"model": "m", "user": "u", "input": "x"}, "embeddings"),
+        ("/embeddings", {"model": "m", "user": "u", "input": "x"}, "aembedding"),
     ):
         response = stack.http.post(path, json=body, headers=headers)
         assert response.status_code == 200, response.text

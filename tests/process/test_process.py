@@ -110,7 +110,7 @@ async def test_unchanged_body_is_not_re_encoded(load_pipeline):
     import h  # the handler module the loader registered
 
     seen = h.SEEN[-1]
-    assert seen["call_type"] == "completion"
+    assert seen["call_type"] == "acompletion"  # LiteLLM's proxy name (extproc.call_types: proxy)
     metadata = seen["data"]["metadata"]
     assert metadata["client"] == 1
     assert metadata["headers"]["x-custom"] == "v"
