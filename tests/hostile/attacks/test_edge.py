@@ -5,6 +5,7 @@ streams; deployment routes and api_bases that a config gets wrong.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import sys
@@ -26,7 +27,11 @@ from pathlib import Path
 from extproc import CustomLogger, HTTPException
 
 CALLS = Path(__file__).with_name("calls.jsonl")
-IDENTITY = ("user_api_key_team_id", "user_api_key_user_id", "user_api_key_alias", "requester_ip_address")
+IDENTITY = (
+    "user_api_key_team_id", "user_api_key_user_id", "user_api_key_alias", "requester_ip_address",
+    "user_api_key_hash", "user_api_key_end_user_id", "user_api_key_spend", "endpoint", "applied_guardrails",
+    "standard_logging_guardrail_information", "requester_metadata",
+)
 log = logging.getLogger("edge.recorder")
 
 
@@ -57,6 +62,13 @@ proxy = Recorder()
 """
 
 KEY_RPM = 3
+# Key fields no header or metadata source of this config fills: None whatever the client sends.
+IDENTITY_FROM_KEY = (
+    "user_api_key_team_id",
+    "user_api_key_user_id",
+    "user_api_key_alias",
+    "requester_ip_address",
+)
 CONFIG = f"""
 litellm_settings:
   callbacks: [handlers.rate_limiter, recorder.proxy]
@@ -175,12 +187,21 @@ def test_a_hooks_413_keeps_its_message(stack, assert_error):
 
 
 def test_client_metadata_cannot_supply_litellm_identity_keys(stack):
-    """M14. Hooks never see a client's own user_api_key_* or requester_ip_address in metadata."""
+    """M14. Hooks never see a client's own values under the metadata names the sidecar sets (every
+    user_api_key_* field, headers, endpoint, request id, requester address, applied guardrails)."""
     forged = {
         "user_api_key_team_id": "team-admins",
         "user_api_key_user_id": "admin",
         "user_api_key_alias": "the-admin-key",
         "requester_ip_address": "10.0.0.1",
+        "user_api_key_hash": "forged-hash",
+        "user_api_key_end_user_id": "someone-else",
+        "user_api_key_spend": -100,
+        "endpoint": "/forged",
+        "applied_guardrails": ["forged-guardrail"],
+        "standard_logging_guardrail_information": [{"guardrail_name": "forged"}],
+        "headers": {"x-forged": "1"},
+        "request_id": "forged-request-id",
         "trace": "kept",
     }
     stack.mock_clear()
@@ -191,7 +212,12 @@ def test_client_metadata_cannot_supply_litellm_identity_keys(stack):
     )
     assert response.status_code == 200, response.text
     [call] = calls_tagged(stack, "m14")
-    assert all(value is None for value in call["identity"].values()), call["identity"]
+    identity = call["identity"]
+    assert all(identity[key] is None for key in IDENTITY_FROM_KEY), identity
+    assert identity["user_api_key_hash"] == hashlib.sha256(b"sk-edge-m14").hexdigest()
+    assert not {key for key in identity if key in forged and identity[key] == forged[key]}, identity
+    assert identity["requester_metadata"] == {"trace": "kept"}  # the client's own names stay
+    assert "x-forged" not in call["headers"] and call["request_id"] != "forged-request-id"
     [upstream] = stack.mock_requests()
     assert upstream["json"]["metadata"] == forged  # the client's own metadata goes upstream as sent
 
