@@ -1,4 +1,4 @@
-"""Deterministic fake OpenAI-compatible upstream server.
+"""Deterministic fake LLM upstream: OpenAI's API and Anthropic's Messages API.
 
 Used by ``llm-extproc mock-upstream``, ``llm-extproc dev`` and the end-to-end tests.
 Every answer is derived from the request alone, so tests can assert on exact content:
@@ -6,9 +6,24 @@ chat and text completions echo ``[mock:{model}] {last user text}``, except that 
 name contains "guard" answers like Llama Guard: ``unsafe\nS1`` when the conversation mentions the word
 "violence" (as ``/v1/moderations`` flags it), else ``safe``.
 
+The agent APIs answer the same text, buffered or streamed (``"stream": true``), with usage:
+
+* ``POST /v1/responses`` (OpenAI's Responses API): a ``response`` object whose one ``message`` output
+  item holds the text; the last user text comes from ``input`` (a string, or the last ``role: user``
+  item's content). Streamed as OpenAI does: named ``response.*`` events, each with its
+  ``sequence_number``, ending with ``response.completed`` and no ``[DONE]``.
+* ``POST /v1/messages`` and ``POST /anthropic/v1/messages`` (Anthropic's Messages API): a ``message``
+  with one ``text`` block and ``stop_reason: end_turn``. Streamed as Anthropic does: ``message_start``,
+  ``content_block_start``, ``ping``, the ``content_block_delta`` events, ``content_block_stop``,
+  ``message_delta`` (stop reason, output tokens) and ``message_stop``.
+
+Token counts are whitespace-separated words: of every text the request holds (instructions/system
+included) for input, of the answer for output.
+
 Control headers (on any recorded path):
 
-* ``x-mock-status: N`` (N >= 400) answers N with an OpenAI error envelope.
+* ``x-mock-status: N`` (N >= 400) answers N with the API's error shape: OpenAI's envelope, or on the
+  Messages routes Anthropic's ``{"type": "error", "error": {...}}`` with its error type for N.
 * ``x-mock-delay-ms: N`` waits N ms before answering.
 * ``x-mock-chunks: N`` splits streamed content into N pieces (default 3).
 * ``x-mock-chunk-delay-ms: N`` waits N ms between streamed events.
@@ -61,9 +76,10 @@ class Call:
     def model(self) -> Any:
         return self.payload.get("model")
 
-    def new_id(self, prefix: str) -> str:
+    def new_id(self, prefix: str, sep: str = "-") -> str:
+        """A fresh id: ``chatcmpl-mock-1``, or with ``sep="_"`` the agent APIs' ``resp_mock-2``."""
         counter = self.request.app[COUNTER]
-        return f"{prefix}-mock-{next(counter)}"
+        return f"{prefix}{sep}mock-{next(counter)}"
 
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
@@ -78,11 +94,22 @@ def _error(status: int, message: str, err_type: str, code: str | None) -> web.Re
     return _json(envelope, status=status)
 
 
-def _status_error(status: int) -> web.Response:
+def _status_error(status: int, route: str) -> web.Response:
+    """The ``x-mock-status`` answer, in the error shape of the API the route belongs to."""
+    message = f"mock upstream error {status}"
+    if route in ANTHROPIC_ROUTES:
+        return _anthropic_error(status, message)
     err_type = "invalid_request_error" if status < 500 else "internal_server_error"
     if status == 429:
         err_type = "rate_limit_error"
-    return _error(status, f"mock upstream error {status}", err_type, str(status))
+    return _error(status, message, err_type, str(status))
+
+
+def _anthropic_error(status: int, message: str) -> web.Response:
+    """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}}``, typed by status."""
+    fallback = "invalid_request_error" if status < 500 else "api_error"
+    err_type = ANTHROPIC_ERROR_TYPES.get(status, fallback)
+    return _json({"type": "error", "error": {"type": err_type, "message": message}}, status=status)
 
 
 def _int_header(request: web.Request, name: str, default: int) -> int:
@@ -151,12 +178,25 @@ def _as_list(value: Any) -> list[Any]:
 
 
 async def _stream(request: web.Request, events: list[Json]) -> web.StreamResponse:
-    """Send each event as its own SSE write, then ``[DONE]``."""
+    """Send each event as its own unnamed SSE write, then ``[DONE]`` (chat and text completions)."""
+    frames = [b"data: " + orjson.dumps(event) + b"\n\n" for event in events]
+    frames.append(b"data: [DONE]\n\n")
+    return await _send_frames(request, frames)
+
+
+async def _stream_named(request: web.Request, events: list[Json]) -> web.StreamResponse:
+    """Send each event as its own SSE write named by its ``type``, with no ``[DONE]`` (agent APIs)."""
+    frames = [
+        b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n" for event in events
+    ]
+    return await _send_frames(request, frames)
+
+
+async def _send_frames(request: web.Request, frames: list[bytes]) -> web.StreamResponse:
+    """Write the frames one by one, ``x-mock-chunk-delay-ms`` apart."""
     delay = max(_int_header(request, "x-mock-chunk-delay-ms", 0), 0) / 1000
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    frames = [b"data: " + orjson.dumps(event) + b"\n\n" for event in events]
-    frames.append(b"data: [DONE]\n\n")
     for index, frame in enumerate(frames):
         if index:
             await asyncio.sleep(delay)
@@ -297,6 +337,167 @@ async def _transcription(request: web.Request, body: bytes) -> web.StreamRespons
     return _json({"text": f"[mock:{model}] transcribed {size} bytes from {filename}"})
 
 
+def _response_input(payload: Json) -> list[Json]:
+    """The Responses API ``input`` as items: a bare string is one user message."""
+    items = payload.get("input")
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _item_text(item: Json) -> str:
+    """A Responses input item's text: a message's content, or a tool output."""
+    return _text_of(item.get("content")) or _text_of(item.get("output"))
+
+
+def _response_usage(prompt: str, text: str) -> Json:
+    counts = _usage(prompt, text)
+    return {
+        "input_tokens": counts["prompt_tokens"],
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": counts["completion_tokens"],
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": counts["total_tokens"],
+    }
+
+
+def _output_text(text: str) -> Json:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _output_message(item_id: str, text: str | None) -> Json:
+    """The assistant message output item: in progress and empty while ``text`` is None."""
+    status, content = ("in_progress", []) if text is None else ("completed", [_output_text(text)])
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+def _response_object(call: Call, response_id: str) -> Json:
+    """A Responses API ``response`` in progress, echoing the request's settings as OpenAI does."""
+    payload = call.payload
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": payload.get("instructions"),
+        "max_output_tokens": payload.get("max_output_tokens"),
+        "model": call.model,
+        "output": [],
+        "parallel_tool_calls": payload.get("parallel_tool_calls", True),
+        "previous_response_id": payload.get("previous_response_id"),
+        "reasoning": {"effort": None, "summary": None},
+        "store": payload.get("store", True),
+        "temperature": payload.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}},
+        "tool_choice": payload.get("tool_choice", "auto"),
+        "tools": payload.get("tools", []),
+        "top_p": payload.get("top_p", 1.0),
+        "truncation": payload.get("truncation", "disabled"),
+        "usage": None,
+        "user": payload.get("user"),
+        "metadata": payload.get("metadata") or {},
+    }
+
+
+def _response_events(call: Call, started: Json, done: Json, item_id: str, text: str) -> list[Json]:
+    """The named events OpenAI streams for one text message, numbered by ``sequence_number``."""
+    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    deltas = [
+        {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+        for piece in _pieces(call, text)
+    ]
+    events: list[Json] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": _output_message(item_id, None)},
+        {"type": "response.content_part.added", **where, "part": _output_text("")},
+        *deltas,
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": _output_text(text)},
+        {"type": "response.output_item.done", "output_index": 0, "item": done["output"][0]},
+        {"type": "response.completed", "response": done},
+    ]
+    return [{"type": event["type"], "sequence_number": n, **event} for n, event in enumerate(events)]
+
+
+async def _responses(call: Call) -> web.StreamResponse:
+    """OpenAI's Responses API: ``[mock:{model}] {last user text}`` as one message output item."""
+    items = _response_input(call.payload)
+    instructions = _text_of(call.payload.get("instructions"))
+    prompt = " ".join([instructions, *(_item_text(item) for item in items)])
+    user_texts = [_text_of(item.get("content")) for item in items if item.get("role") == "user"]
+    text = f"[mock:{call.model}] {user_texts[-1] if user_texts else ''}"
+    started = _response_object(call, call.new_id("resp", sep="_"))
+    item_id = call.new_id("msg", sep="_")
+    done = {
+        **started,
+        "status": "completed",
+        "output": [_output_message(item_id, text)],
+        "usage": _response_usage(prompt, text),
+    }
+    if call.payload.get("stream") is True:
+        return await _stream_named(call.request, _response_events(call, started, done, item_id, text))
+    return _json(done)
+
+
+def _anthropic_usage(prompt: str, text: str) -> Json:
+    counts = _usage(prompt, text)
+    return {
+        "input_tokens": counts["prompt_tokens"],
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": counts["completion_tokens"],
+    }
+
+
+def _anthropic_events(call: Call, message: Json, text: str) -> list[Json]:
+    """The named events Anthropic streams for one text block.
+
+    ``message_start`` carries the input usage and, as Anthropic's does, an early ``output_tokens: 1``;
+    ``message_delta`` carries the final (cumulative, not additional) output count.
+    """
+    usage = message["usage"]
+    started = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    deltas = [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        for piece in _pieces(call, text)
+    ]
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    return [
+        {"type": "message_start", "message": started},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        *deltas,
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": stop, "usage": {"output_tokens": usage["output_tokens"]}},
+        {"type": "message_stop"},
+    ]
+
+
+async def _anthropic_messages(call: Call) -> web.StreamResponse:
+    """Anthropic's Messages API: ``[mock:{model}] {last user text}`` as one text block."""
+    messages = _messages(call.payload)
+    system = _text_of(call.payload.get("system"))
+    prompt = " ".join([system, *(_text_of(m.get("content")) for m in messages)])
+    text = f"[mock:{call.model}] {_last_user_text(messages)}"
+    message = {
+        "id": call.new_id("msg", sep="_"),
+        "type": "message",
+        "role": "assistant",
+        "model": call.model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": _anthropic_usage(prompt, text),
+    }
+    if call.payload.get("stream") is True:
+        return await _stream_named(call.request, _anthropic_events(call, message, text))
+    return _json(message)
+
+
 JSON_ROUTES: Mapping[str, Handler] = MappingProxyType(
     {
         "/chat/completions": _chat,
@@ -304,11 +505,35 @@ JSON_ROUTES: Mapping[str, Handler] = MappingProxyType(
         "/embeddings": _embeddings,
         "/images/generations": _images,
         "/moderations": _moderations,
+        "/responses": _responses,
+        "/messages": _anthropic_messages,
+    }
+)
+
+# Routes that speak Anthropic's API (its error shape); also served under ANTHROPIC_MOUNT + "/v1".
+ANTHROPIC_ROUTES = frozenset({"/messages"})
+ANTHROPIC_MOUNT = "/anthropic"
+ANTHROPIC_ERROR_TYPES: Mapping[int, str] = MappingProxyType(
+    {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        402: "billing_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        500: "api_error",
+        504: "timeout_error",
+        529: "overloaded_error",
     }
 )
 
 
 def _route_path(path: str) -> str:
+    """The route a path serves: ``/v1`` is optional; ``/anthropic/v1`` mounts Anthropic's routes only."""
+    mounted = path.removeprefix(ANTHROPIC_MOUNT + "/v1")
+    if mounted != path:
+        return mounted if mounted in ANTHROPIC_ROUTES else path
     return path[3:] if path.startswith("/v1/") else path
 
 
@@ -355,14 +580,16 @@ async def _respond(request: web.Request, record: Json, body: bytes) -> web.Strea
     delay_ms = _int_header(request, "x-mock-delay-ms", 0)
     if delay_ms > 0:
         await asyncio.sleep(delay_ms / 1000)
+    route, method = _route_path(request.path), request.method
     status = _int_header(request, "x-mock-status", 0)
     if status >= 400:
-        return _status_error(status)
-    route, method = _route_path(request.path), request.method
+        return _status_error(status, route)
     handler = JSON_ROUTES.get(route)
     if method == "POST" and handler is not None:
         payload = record["json"]
         if not isinstance(payload, dict):
+            if route in ANTHROPIC_ROUTES:
+                return _anthropic_error(400, "request body is not a JSON object")
             return _error(400, "request body is not a JSON object", "invalid_request_error", "invalid_json")
         return await handler(Call(request, payload))
     if method == "POST" and route == "/audio/transcriptions":
