@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from extproc.errors import HandlerError
-from extproc.hooks.source_checks import handler_call_type_warnings
+from extproc.hooks.source_checks import handler_call_type_warnings, uncalled_hook_warnings
 from extproc.request import pipeline as pipeline_module
 from extproc.request.modes import phases_asked
 from extproc.request.pipeline import Pipeline
@@ -42,7 +42,7 @@ def _warnings(pipeline: Pipeline) -> list[str]:
     """The config's warnings, then what reading the handlers' files found."""
     instances = [handler.instance for handler in pipeline.chain.handlers]
     found = handler_call_type_warnings(instances, pipeline.config.sidecar.call_types)
-    return [*pipeline.config.warnings, *found]
+    return [*pipeline.config.warnings, *found, *uncalled_hook_warnings(instances)]
 
 
 def _describe(pipeline: Pipeline) -> str:

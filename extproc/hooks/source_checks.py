@@ -1,4 +1,5 @@
-"""Warnings from reading handler files: `call_type` compared with a name hooks will never receive.
+"""Warnings from reading handlers: `call_type` compared with a name hooks will never receive, and
+LiteLLM hook methods a handler overrides that the sidecar never calls.
 
 Hooks receive LiteLLM's proxy names (`acompletion`, ...) or the documented ones (`completion`, ...),
 as `extproc.call_types` says. A handler written for the other set compiles and loads, and its branch
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from extproc.settings.litellm_keys import UNCALLED_HOOKS
 from extproc.types import PROXY_CALL_TYPES, CallType, CallTypeNames, call_type_named, hook_call_type
 
 _DOCUMENTED = frozenset(call_type.value for call_type in CallType)
@@ -124,3 +126,25 @@ def handler_call_type_warnings(instances: Iterable[object], names: CallTypeNames
             continue
         warnings += call_type_findings(source, str(path), names)
     return warnings
+
+
+def uncalled_hook_warnings(instances: Iterable[object]) -> list[str]:
+    """A handler class that overrides a LiteLLM hook the sidecar never calls: one warning per method
+    (`UNCALLED_HOOKS` says why and what to write instead), so the override is never silently dead."""
+    warnings: list[str] = []
+    seen: set[tuple[type, str]] = set()
+    for instance in instances:
+        cls = type(instance)
+        for name, rule in UNCALLED_HOOKS.items():
+            owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+            if owner is None or _is_base(owner) or (cls, name) in seen:
+                continue
+            seen.add((cls, name))
+            warnings.append(f"{cls.__module__}.{cls.__qualname__}.{name}: {rule.note}")
+    return warnings
+
+
+def _is_base(owner: type) -> bool:
+    """The API's own base classes (ours or LiteLLM's) define no-op versions: those are no override."""
+    module = owner.__module__
+    return module.startswith(("extproc.", "litellm.")) or module == "builtins"

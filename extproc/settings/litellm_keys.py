@@ -532,3 +532,57 @@ def markdown_rows() -> list[str]:
         for rule in CALLBACK_RULES
     ]
     return rows
+
+
+# LiteLLM's hook methods (CustomLogger, CustomGuardrail): which run here. A handler class that overrides
+# one that does not run gets a warning from `check` (extproc/hooks/source_checks.py), never silence.
+_CALLED = "called as in LiteLLM (see Every hook)"
+_DEPLOYMENT = "runs inside LiteLLM's router per deployment; use the async_pre_call_hook / post-call hooks"
+HOOK_RULES: tuple[KeyRule, ...] = (
+    *(
+        KeyRule(name, _S, _CALLED)
+        for name in (
+            "async_pre_call_hook",
+            "async_moderation_hook",
+            "async_post_call_success_hook",
+            "async_post_call_failure_hook",
+            "async_post_call_streaming_hook",
+            "async_post_call_streaming_iterator_hook",
+            "async_post_call_response_headers_hook",
+            "async_log_pre_api_call",
+            "async_log_success_event",
+            "async_log_failure_event",
+        )
+    ),
+    KeyRule("apply_guardrail", _S, "CustomGuardrail's unified hook, on the texts of requests and answers"),
+    KeyRule("should_run_guardrail", _S, "CustomGuardrail's selection rule (default_on, per-request names)"),
+    KeyRule("log_pre_api_call", _I, "not called: write async_log_pre_api_call"),
+    KeyRule("log_success_event", _I, "not called: write async_log_success_event"),
+    KeyRule("log_failure_event", _I, "not called: write async_log_failure_event"),
+    KeyRule("log_stream_event", _I, "not called: read chunks in async_post_call_streaming_iterator_hook"),
+    KeyRule(
+        "async_log_stream_event", _I, "not called: read chunks in async_post_call_streaming_iterator_hook"
+    ),
+    KeyRule("async_logging_hook", _I, "not called: it edits what LiteLLM's loggers see"),
+    KeyRule("logging_hook", _I, "not called: it edits what LiteLLM's loggers see"),
+    KeyRule("async_pre_routing_hook", _I, "not called: set data['model'] in async_pre_call_hook"),
+    KeyRule("async_filter_deployments", _I, "not called: " + _ROUTING),
+    KeyRule("async_pre_call_deployment_hook", _I, "not called: " + _DEPLOYMENT),
+    KeyRule("async_post_call_success_deployment_hook", _I, "not called: " + _DEPLOYMENT),
+    KeyRule("async_post_call_streaming_deployment_hook", _I, "not called: " + _DEPLOYMENT),
+    KeyRule("async_pre_mcp_tool_call_hook", _I, "not called: MCP tool calls are not hooked"),
+    KeyRule("async_during_mcp_tool_call_hook", _I, "not called: MCP tool calls are not hooked"),
+    KeyRule("async_post_mcp_tool_call_hook", _I, "not called: MCP tool calls are not hooked"),
+    KeyRule("get_chat_completion_prompt", _I, "not called: prompt management is not part of llm-extproc"),
+    KeyRule(
+        "async_get_chat_completion_prompt", _I, "not called: prompt management is not part of llm-extproc"
+    ),
+    KeyRule("async_dataset_hook", _I, "not called: LiteLLM's dataset logging"),
+    KeyRule("async_health_check", _I, "not called: the sidecar has its own gRPC health service"),
+)
+UNCALLED_HOOKS: dict[str, KeyRule] = {rule.key: rule for rule in HOOK_RULES if rule.handling is _I}
+
+
+def hook_rows() -> list[str]:
+    """The README's table of hook methods."""
+    return [f"| `{rule.key}` | {rule.handling.value} | {rule.note} |" for rule in HOOK_RULES]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from extproc.settings.config import Config, ConfigError, parse
-from extproc.settings.litellm_keys import CALLBACK_RULES, KEY_RULES, Handling, markdown_rows
+from extproc.settings.litellm_keys import CALLBACK_RULES, KEY_RULES, Handling, hook_rows, markdown_rows
 from extproc.types import CallTypeNames
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -159,6 +159,6 @@ def test_call_types_setting_is_validated():
 def test_the_readme_table_lists_every_key_and_integration():
     readme = README.read_text()
     section = readme.split("## Coming from LiteLLM", 1)[1].split("\n## ", 1)[0]
-    for row in markdown_rows():
+    for row in (*markdown_rows(), *hook_rows()):
         assert row in section, f"README's 'Coming from LiteLLM' lacks: {row}"
     assert len(markdown_rows()) == len(KEY_RULES) + len(CALLBACK_RULES)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from extproc.hooks.source_checks import call_type_findings, handler_call_type_warnings
+from extproc.hooks.source_checks import (
+    call_type_findings,
+    handler_call_type_warnings,
+    uncalled_hook_warnings,
+)
 from extproc.request import pipeline
 from extproc.types import CallTypeNames
 
@@ -94,3 +98,25 @@ def test_the_built_in_handlers_are_clean_under_both_namings():
         for module in modules:
             source = Path(str(module.__file__)).read_text()
             assert call_type_findings(source, str(module.__file__), names) == []
+
+
+def test_an_overridden_hook_the_sidecar_never_calls_is_a_warning():
+    from extproc import CustomLogger
+
+    class Deployment(CustomLogger):
+        async def async_pre_call_deployment_hook(self, kwargs, call_type):
+            return kwargs
+
+        def log_success_event(self, kwargs, response_obj, start_time, end_time):
+            return None
+
+    class Child(Deployment):
+        pass
+
+    warnings = uncalled_hook_warnings([Deployment(), Child(), CustomLogger()])
+    assert len(warnings) == 4  # two methods for each class that has them; the base class has none
+    assert any(
+        w.endswith("Deployment.async_pre_call_deployment_hook: not called: runs inside LiteLLM's router per "
+                   "deployment; use the async_pre_call_hook / post-call hooks") for w in warnings
+    )  # fmt: skip
+    assert any("Child.log_success_event: not called: write async_log_success_event" in w for w in warnings)
