@@ -10,7 +10,9 @@ texts into those places (a place whose text did not change is left as it was). A
 
 Texts of a request: chat messages' contents of every role (a string, or each `text` part), a
 completion's prompt (a string or each string of a list), embeddings' and moderations' input, an image
-or transcription prompt. Of an answer: each choice's message content (chat) or text (completions).
+or transcription prompt; a Responses request's instructions, input messages and tool outputs; a Messages
+request's system, text blocks and tool results. Of an answer: each choice's message content (chat) or
+text (completions), a response's output text parts, a message's text blocks.
 A new API family adds its readers to `_REQUEST_READERS` / `_RESPONSE_READERS` under its call type.
 """
 
@@ -100,6 +102,85 @@ def _completion_response(response: JSONDict, inputs: GenericGuardrailAPIInputs, 
             _strings(choice, "text", places)
 
 
+def _responses_request(data: JSONDict, inputs: GenericGuardrailAPIInputs, places: list[Place]) -> None:
+    _strings(data, "instructions", places)
+    items = data.get("input")
+    if isinstance(items, str):
+        places.append((data, "input"))
+    tool_calls: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if "content" in item:
+            _content(item, "content", places)
+            messages.append(item)
+        elif item.get("type") == "function_call":
+            tool_calls.append(item)
+        elif item.get("type") == "function_call_output":
+            _strings(item, "output", places)
+    tools = data.get("tools")
+    if isinstance(tools, list):
+        inputs["tools"] = [tool for tool in tools if isinstance(tool, dict)]
+    if tool_calls:
+        inputs["tool_calls"] = tool_calls
+    if messages:
+        inputs["structured_messages"] = messages
+
+
+def _responses_response(response: JSONDict, inputs: GenericGuardrailAPIInputs, places: list[Place]) -> None:
+    tool_calls: list[dict[str, Any]] = []
+    for item in response.get("output") or ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            tool_calls.append(item)
+        _content(item, "content", places)
+    if tool_calls:
+        inputs["tool_calls"] = tool_calls
+
+
+def _blocks(owner: dict[str, Any], key: str, places: list[Place], tool_calls: list[dict[str, Any]]) -> None:
+    """Messages content: a string, text blocks, tool results' contents; tool_use blocks are tool calls."""
+    value = owner.get(key)
+    if isinstance(value, str):
+        places.append((owner, key))
+        return
+    for block in value if isinstance(value, list) else ():
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            places.append((block, "text"))
+        elif kind == "tool_result":
+            _blocks(block, "content", places, tool_calls)
+        elif kind == "tool_use":
+            tool_calls.append(block)
+
+
+def _messages_request(data: JSONDict, inputs: GenericGuardrailAPIInputs, places: list[Place]) -> None:
+    tool_calls: list[dict[str, Any]] = []
+    _blocks(data, "system", places, tool_calls)
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                _blocks(message, "content", places, tool_calls)
+        inputs["structured_messages"] = [m for m in messages if isinstance(m, dict)]
+    tools = data.get("tools")
+    if isinstance(tools, list):
+        inputs["tools"] = [tool for tool in tools if isinstance(tool, dict)]
+    if tool_calls:
+        inputs["tool_calls"] = tool_calls
+
+
+def _messages_response(response: JSONDict, inputs: GenericGuardrailAPIInputs, places: list[Place]) -> None:
+    tool_calls: list[dict[str, Any]] = []
+    _blocks(response, "content", places, tool_calls)
+    if tool_calls:
+        inputs["tool_calls"] = tool_calls
+
+
 Reader = Callable[[JSONDict, GenericGuardrailAPIInputs, list[Place]], None]
 _PROMPT = _field("prompt")
 _INPUT = _field("input")
@@ -110,10 +191,14 @@ _REQUEST_READERS: dict[str, Reader] = {
     "moderation": _INPUT,
     "image_generation": _PROMPT,
     "audio_transcription": _PROMPT,
+    "responses": _responses_request,
+    "anthropic_messages": _messages_request,
 }
 _RESPONSE_READERS: dict[str, Reader] = {
     "completion": _chat_response,
     "text_completion": _completion_response,
+    "responses": _responses_response,
+    "anthropic_messages": _messages_response,
 }
 # LiteLLM's proxy names of the same call types
 _PROXY_NAMES = {
@@ -123,6 +208,7 @@ _PROXY_NAMES = {
     "amoderation": "moderation",
     "aimage_generation": "image_generation",
     "atranscription": "audio_transcription",
+    "aresponses": "responses",
 }
 
 

@@ -40,11 +40,30 @@ class TextLayout:
     vocabulary: frozenset[str] = frozenset({"role", "type", "detail", "format"})  # fixed values only
     binary: frozenset[tuple[str, str]] = frozenset({("input_audio", "data"), ("file", "file_data")})
     free_form: frozenset[str] = frozenset({"arguments", "parameters", "schema"})  # keys are text too
+    data_urls: frozenset[str] = frozenset({"url"})  # keys whose `data:` URL values are payloads
+    opaque: frozenset[str] = frozenset()  # keys whose values are tokens for the upstream, never text
 
 
 _CHAT = TextLayout(("messages", "tools", "functions", "prediction", "response_format"))
 _PROMPT = TextLayout(("prompt", "suffix"))
 _INPUT = TextLayout(("input",))
+# Responses: input items (messages with input_text parts, function calls and their outputs), instructions,
+# tools and the text format's schema; images and files come as `data:` URLs or file data.
+_RESPONSES = TextLayout(
+    ("input", "instructions", "tools", "text"),
+    vocabulary=frozenset({"role", "type", "detail", "format", "status"}),
+    free_form=frozenset({"arguments", "parameters", "schema"}),
+    data_urls=frozenset({"url", "image_url", "file_data"}),
+    opaque=frozenset({"encrypted_content"}),
+)
+# Messages: content blocks (text, tool_use with its free-form `input`, tool_result), system, tools.
+_MESSAGES = TextLayout(
+    ("messages", "system", "tools"),
+    vocabulary=frozenset({"role", "type", "media_type", "cache_control"}),
+    binary=frozenset({("source", "data")}),
+    free_form=frozenset({"input", "input_schema"}),
+    opaque=frozenset({"signature", "data"}),
+)
 LAYOUTS: dict[str, TextLayout] = {  # both spellings of each call type LiteLLM uses
     "completion": _CHAT,
     "acompletion": _CHAT,
@@ -58,6 +77,9 @@ LAYOUTS: dict[str, TextLayout] = {  # both spellings of each call type LiteLLM u
     "aimage_generation": _PROMPT,
     "audio_transcription": _PROMPT,
     "atranscription": _PROMPT,
+    "responses": _RESPONSES,
+    "aresponses": _RESPONSES,
+    "anthropic_messages": _MESSAGES,
 }
 
 SEPARATOR = "\n\x00\n"
@@ -169,9 +191,11 @@ def _walk(owner: Any, key: Any, layout: TextLayout, places: list[TextPlace]) -> 
         owner, key, parent, free, document = item
         value = owner[key]
         if isinstance(value, str):
-            if document is None and key in layout.vocabulary:
+            if document is None and (key in layout.vocabulary or key in layout.opaque):
                 continue
-            if not free and ((parent, key) in layout.binary or (key == "url" and value.startswith("data:"))):
+            if not free and (
+                (parent, key) in layout.binary or (key in layout.data_urls and value.startswith("data:"))
+            ):
                 continue
             inner = _decoded(value) if key in layout.free_form and document is None else None
             if isinstance(inner, dict | list):

@@ -68,7 +68,7 @@ class UnifiedGuardrail(CustomLogger):
         answer = unwrap(response)
         if not isinstance(answer, dict):
             return None
-        found = GuardrailInputs.of_response(answer, _call_type_of(data))
+        found = GuardrailInputs.of_response(answer, _answer_kind(answer))
         if found is None or not found.has_content:
             return None
         returned = await self.guardrail.apply_guardrail(
@@ -113,10 +113,13 @@ class UnifiedGuardrail(CustomLogger):
             yield item
 
 
-def _call_type_of(data: JSONDict) -> str:
-    """The call type a success hook's request had (the hook is not given it): read from the request."""
-    if "messages" in data:
-        return "completion"
-    if "prompt" in data:
-        return "text_completion"
+def _answer_kind(answer: JSONDict) -> str:
+    """Which call type's reader an answer needs, told by its shape (success hooks get no call type)."""
+    choices = answer.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return "completion" if "message" in choices[0] else "text_completion"
+    if isinstance(answer.get("output"), list):
+        return "responses"
+    if answer.get("type") == "message":
+        return "anthropic_messages"
     return ""
