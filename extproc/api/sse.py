@@ -1,4 +1,4 @@
-"""Incremental Server-Sent-Events decoder and encoder for OpenAI streams.
+"""Incremental Server-Sent-Events decoder and encoder for OpenAI and Anthropic streams.
 
 Envoy hands over an SSE body in arbitrary chunks. `SSEDecoder.feed` returns whole events only and keeps the
 incomplete tail; `flush` returns that tail at end of stream. Every fed byte lands in exactly one `Event.raw`
@@ -24,7 +24,7 @@ import orjson
 
 from extproc.errors import SSEError
 
-__all__ = ["DONE", "Event", "SSEDecoder", "SSEError", "encode_data", "encode_json"]
+__all__ = ["DONE", "Event", "SSEDecoder", "SSEError", "encode_data", "encode_json", "encode_named"]
 
 DONE: bytes = b"data: [DONE]\n\n"
 
@@ -155,3 +155,9 @@ def encode_data(data: bytes | str) -> bytes:
 def encode_json(obj: Any) -> bytes:
     """One SSE event carrying `obj` as compact JSON."""
     return encode_data(orjson.dumps(obj))
+
+
+def encode_named(name: str, obj: Any) -> bytes:
+    """One named SSE event (`event: name`) carrying `obj` as compact JSON: the framing of the Responses and
+    Messages streams, whose SDKs read the event name."""
+    return b"event: " + name.encode() + b"\n" + encode_data(orjson.dumps(obj))
