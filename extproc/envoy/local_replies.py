@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from extproc.api import anthropic
 from extproc.api.endpoints import LLM_PATH_PREFIXES
 from extproc.api.openai import envelope
 from extproc.decisions import METADATA_NAMESPACE, VERDICT
@@ -30,9 +31,34 @@ def _envelope(status: int, message: str, kind: str, param: str | None) -> dict[s
     return {"content_type": "application/json", "json_format": {"error": error}}
 
 
+def _anthropic_body(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error body as Envoy's local reply body."""
+    error = {"type": anthropic.error_type(status), "message": message}
+    return {"content_type": "application/json", "json_format": {"type": "error", "error": error}}
+
+
+# Requests on Anthropic's routes get Envoy's replies in Anthropic's shape.
+ANTHROPIC_PATHS = r"^(/anthropic)?(/v1)?/messages/?(\?.*)?$"
+_ON_ANTHROPIC_ROUTE = {
+    "header_filter": {"header": {"name": ":path", "string_match": {"safe_regex": {"regex": ANTHROPIC_PATHS}}}}
+}
+
+
+def _for_anthropic(mapper: dict[str, Any]) -> dict[str, Any]:
+    """The same mapper for Anthropic's routes, answering in Anthropic's error shape."""
+    error = mapper["body_format_override"]["json_format"]["error"]
+    status = int(error["code"])
+    filters = [*mapper["filter"]["and_filter"]["filters"], _ON_ANTHROPIC_ROUTE]
+    return {
+        "filter": {"and_filter": {"filters": filters}},
+        "body_format_override": _anthropic_body(status, error["message"]),
+    }
+
+
 def local_replies(pipeline: Pipeline) -> dict[str, Any]:
-    """Envoy's own error replies in the OpenAI envelope: a body too large, the upstream or the sidecar
-    unreachable. The sidecar's own answers always carry its metadata, so a reply without it is Envoy's."""
+    """Envoy's own error replies in the family's shape (Anthropic's on its routes, else the OpenAI
+    envelope): a body too large, the upstream or the sidecar unreachable. The sidecar's own answers always
+    carry its metadata, so a reply without it is Envoy's."""
     limit = pipeline.config.sidecar.max_request_bytes
     without_sidecar_metadata = {
         "metadata_filter": {
@@ -95,7 +121,8 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
                                               without_sidecar_metadata]}},
         "body_format_override": _envelope(400, "%LOCAL_REPLY_BODY%", "invalid_request_error", None),
     }  # fmt: skip
-    return {"mappers": [too_large, *upstream_failed, *sidecar_failed, bad_request]}
+    openai_mappers = [too_large, *upstream_failed, *sidecar_failed, bad_request]
+    return {"mappers": [*(_for_anthropic(m) for m in openai_mappers), *openai_mappers]}
 
 
 # Methods that carry no request for a model: they may reach the upstream unhooked (stored completions'
