@@ -85,7 +85,7 @@ def hooked(stack, request_id: str) -> list[dict[str, Any]]:
 
 CASES = [pytest.param(path, body, call_type, id=path) for path, body, call_type in JSON_ENDPOINTS]
 CASES.append(
-    pytest.param("/v1/audio/transcriptions", None, "audio_transcription", id="/v1/audio/transcriptions")
+    pytest.param("/v1/audio/transcriptions", None, "atranscription", id="/v1/audio/transcriptions")
 )
 
 
