@@ -273,7 +273,7 @@ async def test_logging_events_run_off_the_request_path(pipeline_with, events):
                 break
             await asyncio.sleep(0.01)
     recorded = events()
-    assert ("log_pre", "m", "completion") in recorded
+    assert ("log_pre", "m", "acompletion") in recorded
     assert ("log_success", "req-1", "hi", True) in recorded
     assert ("log_failure", 500) in recorded  # the upstream error, with its status
 
