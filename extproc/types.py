@@ -11,7 +11,8 @@ Headers: TypeAlias = dict[str, str]
 
 
 class CallType(StrEnum):
-    """The `call_type` a hook receives (hook-semantics.md: the documented names)."""
+    """One member per hooked API family, valued with its documented `call_type` name; what hooks receive
+    depends on `extproc.call_types` (`hook_call_type`)."""
 
     COMPLETION = "completion"
     TEXT_COMPLETION = "text_completion"
@@ -53,7 +54,10 @@ CALL_TYPE_OF_NAME: dict[str, CallType] = {
 
 def hook_call_type(call_type: CallType, names: CallTypeNames) -> str:
     """The `call_type` string hooks receive for `call_type` under the naming in force."""
-    return PROXY_CALL_TYPES[call_type] if names is CallTypeNames.PROXY else call_type.value
+    if names is CallTypeNames.PROXY:
+        # A family whose two names are the same (`aresponses`, `anthropic_messages`) needs no entry.
+        return PROXY_CALL_TYPES.get(call_type, call_type.value)
+    return call_type.value
 
 
 def call_type_named(name: str) -> CallType | None:
