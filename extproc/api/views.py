@@ -26,10 +26,10 @@ import orjson
 def wrap(value: Any) -> Any:
     """A view for dicts and lists; other values as they are."""
     if isinstance(value, dict):
+        if value.get("object") == "chat.completion.chunk":
+            return _ModelResponseStreamView(value)
         if "choices" in value:
-            if value.get("object") == "chat.completion.chunk":
-                return ModelResponseStream.view(value)
-            return ModelResponse.view(value)
+            return _ModelResponseView(value)
         return ObjectView(value)
     if isinstance(value, list):
         return ListView(value)
@@ -115,19 +115,16 @@ class ObjectView:
 
 
 class ListView:
-    """A JSON array whose items are seen through views (`item` makes the view of one item)."""
+    """A JSON array whose items are seen through views."""
 
-    __slots__ = ("_item", "_raw")
+    __slots__ = ("_raw",)
     _raw: list[Any]
 
-    def __init__(self, raw: list[Any], item: Callable[[Any], Any] = wrap) -> None:
+    def __init__(self, raw: list[Any]) -> None:
         self._raw = raw
-        self._item = item
 
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return ListView(self._raw[index], self._item)
-        return self._item(self._raw[index])
+    def __getitem__(self, index: int) -> Any:
+        return wrap(self._raw[index])
 
     def __setitem__(self, index: int, value: Any) -> None:
         self._raw[index] = unwrap(value)
@@ -139,7 +136,7 @@ class ListView:
         return len(self._raw)
 
     def __iter__(self) -> Iterator[Any]:
-        return (self._item(v) for v in self._raw)
+        return (wrap(v) for v in self._raw)
 
     def __eq__(self, other: object) -> bool:
         return bool(self._raw == unwrap(other))
@@ -156,25 +153,49 @@ class ListView:
         self._raw.insert(index, unwrap(value))
 
     def pop(self, index: int = -1) -> Any:
-        return self._item(self._raw.pop(index))
+        return wrap(self._raw.pop(index))
+
+
+ViewOf = Callable[[dict[str, Any]], Any]  # makes the view of one kind over an existing dict
+
+
+def _view(kind: ViewOf, value: Any) -> Any:
+    """A dict as `kind`, a list as views of `kind`, anything else as usual."""
+    if type(value) is dict:
+        return kind(value)
+    if type(value) is list:
+        return TypedListView(value, kind)
+    return wrap(value)
+
+
+class TypedListView(ListView):
+    """A JSON array whose object items are all seen as one view class (an answer's choices)."""
+
+    __slots__ = ("_kind",)
+
+    def __init__(self, raw: list[Any], kind: ViewOf) -> None:
+        self._raw = raw
+        self._kind = kind
+
+    def __getitem__(self, index: int) -> Any:
+        return _view(self._kind, self._raw[index])
+
+    def __iter__(self) -> Iterator[Any]:
+        return (_view(self._kind, v) for v in self._raw)
+
+    def pop(self, index: int = -1) -> Any:
+        return _view(self._kind, self._raw.pop(index))
 
 
 class ShapedView(ObjectView):
     """A view whose fields named in `FIELDS` are seen through the view class of their shape."""
 
     __slots__ = ()
-    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {}
-
-    @classmethod
-    def view(cls, raw: dict[str, Any]) -> Any:
-        """The view over an existing dict (no defaults added, nothing copied)."""
-        instance = object.__new__(cls)
-        object.__setattr__(instance, "_raw", raw)
-        return instance
+    FIELDS: ClassVar[dict[str, ViewOf]] = {}
 
     def _field(self, name: str, value: Any) -> Any:
-        shape = self.FIELDS.get(name)
-        return wrap(value) if shape is None else shape(value)
+        kind = self.FIELDS.get(name)
+        return wrap(value) if kind is None else _view(kind, value)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -200,15 +221,18 @@ class ShapedView(ObjectView):
         return [(k, self._field(k, v)) for k, v in self._raw.items()]
 
 
-def _shape(cls: type[ShapedView]) -> Callable[[Any], Any]:
-    """A dict seen as `cls`, anything else as usual."""
-    return lambda value: cls.view(value) if isinstance(value, dict) else wrap(value)
-
-
-def _list_of(cls: type[ShapedView]) -> Callable[[Any], Any]:
-    """A list whose dict items are seen as `cls`."""
-    item = _shape(cls)
-    return lambda value: ListView(value, item) if isinstance(value, list) else wrap(value)
+def _view_class(cls: type[ShapedView]) -> ViewOf:
+    """`cls` as a view over an existing dict: a subclass (so `isinstance` holds, and the name is the
+    same) whose constructor only stores the dict, as cheap as a plain `ObjectView`."""
+    namespace = {
+        "__slots__": (),
+        "__init__": ObjectView.__init__,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": f"A `{cls.__name__}` over a decoded JSON object (nothing copied, no defaults added).",
+    }
+    view: ViewOf = type(cls.__name__, (cls,), namespace)
+    return view
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -284,6 +308,10 @@ class Delta(ShapedView):
         object.__setattr__(self, "_raw", raw | _extras(params))
 
 
+_MessageView = _view_class(Message)
+_DeltaView = _view_class(Delta)
+
+
 class Usage(ShapedView):
     """Token counts (LiteLLM's `Usage`); counts not given are 0."""
 
@@ -310,11 +338,14 @@ class Usage(ShapedView):
         object.__setattr__(self, "_raw", raw | extras)
 
 
+_UsageView = _view_class(Usage)
+
+
 class Choices(ShapedView):
     """One choice of an answer (LiteLLM's `Choices`): finish reason (default stop), index, message."""
 
     __slots__ = ()
-    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {"message": _shape(Message)}
+    FIELDS: ClassVar[dict[str, ViewOf]] = {"message": _MessageView}
 
     def __init__(
         self,
@@ -340,11 +371,14 @@ class Choices(ShapedView):
         object.__setattr__(self, "_raw", raw | _extras(params))
 
 
+_ChoicesView = _view_class(Choices)
+
+
 class StreamingChoices(ShapedView):
     """One choice of a stream chunk (LiteLLM's `StreamingChoices`): finish reason, index, delta."""
 
     __slots__ = ()
-    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {"delta": _shape(Delta)}
+    FIELDS: ClassVar[dict[str, ViewOf]] = {"delta": _DeltaView}
 
     def __init__(
         self,
@@ -368,6 +402,9 @@ class StreamingChoices(ShapedView):
             "logprobs": unwrap(logprobs),
         }
         object.__setattr__(self, "_raw", raw | _extras(params))
+
+
+_StreamingChoicesView = _view_class(StreamingChoices)
 
 
 def _choices(items: Any, kind: type[Choices] | type[StreamingChoices]) -> list[Any]:
@@ -407,7 +444,7 @@ class ModelResponse(CompletionView):
     """A whole answer (LiteLLM's `ModelResponse`); hooks receive chat and text completions as one."""
 
     __slots__ = ()
-    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {"choices": _list_of(Choices), "usage": _shape(Usage)}
+    FIELDS: ClassVar[dict[str, ViewOf]] = {"choices": _ChoicesView, "usage": _UsageView}
 
     def __init__(
         self,
@@ -445,10 +482,7 @@ class ModelResponseStream(CompletionView):
     """One chunk of a streamed chat answer (LiteLLM's `ModelResponseStream`)."""
 
     __slots__ = ()
-    FIELDS: ClassVar[dict[str, Callable[[Any], Any]]] = {
-        "choices": _list_of(StreamingChoices),
-        "usage": _shape(Usage),
-    }
+    FIELDS: ClassVar[dict[str, ViewOf]] = {"choices": _StreamingChoicesView, "usage": _UsageView}
 
     def __init__(
         self,
@@ -473,3 +507,7 @@ class ModelResponseStream(CompletionView):
             raw["provider_specific_fields"] = provider_specific_fields
         raw.update({key: unwrap(value) for key, value in params.items()})
         ShapedView.__setattr__(self, "_raw", raw)
+
+
+_ModelResponseView = _view_class(ModelResponse)
+_ModelResponseStreamView = _view_class(ModelResponseStream)

@@ -267,7 +267,8 @@ def test_views_of_responses_and_chunks_are_litellms_classes() -> None:
     assert isinstance(response.choices[0].message, Message)
     assert isinstance(response["choices"][0]["message"], Message)
     assert isinstance(response.usage, Usage)
-    assert [type(c) for c in response.choices] == [Choices]
+    assert [type(c).__name__ for c in response.choices] == ["Choices"]
+    assert all(isinstance(c, Choices) for c in response.choices)
     chunk = wrap(dict(CHUNK))
     assert isinstance(chunk, ModelResponseStream) and not isinstance(chunk, ModelResponse)
     assert isinstance(chunk.choices[0], StreamingChoices)
