@@ -27,6 +27,8 @@ the chain is told how every call ended (`llm-extproc try` reports it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
 import traceback
@@ -36,8 +38,9 @@ from typing import Any
 
 from extproc.api.views import unwrap, wrap
 from extproc.decisions import hook_headers
-from extproc.errors import HookFailed, HookTimeout, RejectedRequestError, is_http_exception
+from extproc.errors import HookFailed, HookTimeout, RejectedRequestError, is_http_exception, is_unreachable
 from extproc.hooks.hook import Hook, cancelled_by_caller, checked_hook, overrides
+from extproc.hooks.loaded_guardrails import EVENT_OF, LoadedGuardrail
 from extproc.hooks.loader import LoadedHandler
 from extproc.hooks.log_events import log_kwargs
 from extproc.settings.config import HandlerPolicy
@@ -56,6 +59,47 @@ def outcome_of(result: Any) -> str:
     return "returned None" if result is None else f"returned a {type(result).__name__}"
 
 
+_GUARDRAILS_FIRST = frozenset(
+    {HookKind.POST_CALL_SUCCESS, HookKind.POST_CALL_STREAMING_ITERATOR, HookKind.POST_CALL_STREAMING}
+)
+
+
+def _applied(data: JSONDict, name: str | None) -> None:
+    """Note a guardrail that ran in `metadata.applied_guardrails` (the `x-litellm-applied-guardrails` answer
+    header is made from it)."""
+    metadata = data.get("metadata")
+    if name is None or not isinstance(metadata, dict):
+        return
+    applied = metadata.get("applied_guardrails")
+    if not isinstance(applied, list):
+        metadata["applied_guardrails"] = applied = []
+    if name not in applied:
+        applied.append(name)
+
+
+def _guardrail_hooks(guardrails: Sequence[LoadedGuardrail], timeout_s: float) -> dict[HookKind, list[Hook]]:
+    """Each guardrail's hooks, for its events only, each with the guardrail's rule for when it runs."""
+    by_kind: dict[HookKind, list[Hook]] = {kind: [] for kind in HookKind}
+    for guardrail in guardrails:
+        for kind in HookKind:
+            found = guardrail.method(kind)
+            if found is None:
+                continue
+            owner, _ = found
+            hook = checked_hook(LoadedHandler(guardrail.name, owner), kind, timeout_s, guardrail.policy)
+            event = EVENT_OF.get(kind)
+            guard = None if event is None else functools.partial(guardrail.runs, event=event)
+            by_kind[kind].append(
+                dataclasses.replace(
+                    hook,
+                    guardrail=guardrail.name if event is not None else None,
+                    guard=guard,
+                    open_when_unreachable=guardrail.entry.open_when_unreachable,
+                )
+            )
+    return by_kind
+
+
 class HookChain:
     """Hooks by kind, in config order; built once per config and shared read-only by requests."""
 
@@ -64,8 +108,10 @@ class HookChain:
         handlers: Sequence[LoadedHandler],
         timeout_s: float,
         policies: Mapping[str, HandlerPolicy] | None = None,
+        guardrails: Sequence[LoadedGuardrail] = (),
     ) -> None:
         self.handlers = tuple(handlers)
+        self.guardrails = tuple(guardrails)
         policies = policies or {}
         by_kind: dict[HookKind, list[Hook]] = {kind: [] for kind in HookKind}
         for handler in handlers:
@@ -73,6 +119,14 @@ class HookChain:
             for kind in HookKind:
                 if overrides(handler.instance, kind):
                     by_kind[kind].append(checked_hook(handler, kind, timeout_s, policy))
+        guarded = _guardrail_hooks(self.guardrails, timeout_s)
+        for kind in HookKind:  # LiteLLM runs post-call guardrails before plain callbacks
+            first, then = (
+                (guarded[kind], by_kind[kind])
+                if kind in _GUARDRAILS_FIRST
+                else (by_kind[kind], guarded[kind])
+            )
+            by_kind[kind] = [*first, *then]
         # The one list per kind, in config order: every rule below walks it.
         self.hooks: dict[HookKind, tuple[Hook, ...]] = {k: tuple(v) for k, v in by_kind.items()}
         self.kinds = frozenset(kind for kind, hooks in self.hooks.items() if hooks)
@@ -119,11 +173,33 @@ class HookChain:
         if hook.fail_open and (isinstance(cause, HookTimeout) or not is_http_exception(cause)):
             log.warning("%s failed open (request goes on without it): %r", hook.label, cause)
             return _SKIPPED
+        if hook.open_when_unreachable and (isinstance(cause, HookTimeout) or is_unreachable(cause)):
+            log.warning("%s could not reach its service; request goes on without it: %r", hook.label, cause)
+            return _SKIPPED
         raise HookFailed(hook.label, cause) from cause
+
+    def _selected(self, hooks: tuple[Hook, ...], data: JSONDict) -> tuple[Hook, ...]:
+        """The hooks that run for this request: a guardrail's only when it runs on this request (LiteLLM's
+        `should_run_guardrail`), recorded in `metadata.applied_guardrails`. A rule that raises fails the
+        request: a guardrail never switches off because its own check broke."""
+        if not any(hook.guard is not None for hook in hooks):
+            return hooks
+        chosen = []
+        for hook in hooks:
+            if hook.guard is not None:
+                try:
+                    runs = hook.guard(data)
+                except Exception as exc:
+                    raise HookFailed(hook.label, exc) from exc
+                if not runs:
+                    continue
+                _applied(data, hook.guardrail)
+            chosen.append(hook)
+        return tuple(chosen)
 
     async def pre_call(self, user_api_key_dict: Any, cache: Any, data: JSONDict, call_type: str) -> JSONDict:
         """Run every pre-call hook in order; the data to send on, or raise at the first refusal or failure."""
-        for hook in self.hooks[HookKind.PRE_CALL]:
+        for hook in self._selected(self.hooks[HookKind.PRE_CALL], data):
             kwargs = {
                 "user_api_key_dict": user_api_key_dict,
                 "cache": cache,
@@ -141,9 +217,15 @@ class HookChain:
                 raise HookFailed(hook.label, result)
         return data
 
-    async def moderation(self, data: JSONDict, user_api_key_dict: Any, call_type: str) -> None:
-        """All moderation hooks at once; raises the first failure in config order."""
-        hooks = self.hooks[HookKind.MODERATION]
+    def moderation(self, data: JSONDict, user_api_key_dict: Any, call_type: str) -> Coroutine[Any, Any, None]:
+        """All moderation hooks at once; raises the first failure in config order. Which guardrails run is
+        chosen now, before the hooks start (the request's metadata names them on its way upstream)."""
+        hooks = self._selected(self.hooks[HookKind.MODERATION], data)
+        return self._moderate(hooks, data, user_api_key_dict, call_type)
+
+    async def _moderate(
+        self, hooks: tuple[Hook, ...], data: JSONDict, user_api_key_dict: Any, call_type: str
+    ) -> None:
         kwargs = {"data": data, "user_api_key_dict": user_api_key_dict, "call_type": call_type}
         results = await asyncio.gather(*(self._call(h, kwargs) for h in hooks), return_exceptions=True)
         for result in results:
@@ -152,7 +234,7 @@ class HookChain:
 
     async def post_call_success(self, data: JSONDict, user_api_key_dict: Any, response: Any) -> Any:
         """Sequential; returns the (possibly replaced) response view."""
-        for hook in self.hooks[HookKind.POST_CALL_SUCCESS]:
+        for hook in self._selected(self.hooks[HookKind.POST_CALL_SUCCESS], data):
             kwargs = {"data": data, "user_api_key_dict": user_api_key_dict, "response": response}
             result = await self._call(hook, kwargs)
             if result is not None and result is not _SKIPPED:
@@ -220,12 +302,22 @@ class HookChain:
                 merged.update(hook_headers(result.items(), hook.label))
         return tuple(merged.items())
 
+    def streaming_hooks(self, request_data: JSONDict) -> tuple[Hook, ...]:
+        """The per-chunk hooks that run for this request's stream (chosen once, when it starts)."""
+        return self._selected(self.hooks[HookKind.POST_CALL_STREAMING], request_data)
+
     async def post_call_streaming(
-        self, user_api_key_dict: Any, text: str, chunk: JSONDict, set_text: Callable[[JSONDict, str], None]
+        self,
+        user_api_key_dict: Any,
+        text: str,
+        chunk: JSONDict,
+        set_text: Callable[[JSONDict, str], None],
+        hooks: tuple[Hook, ...] | None = None,
     ) -> bool:
-        """Per-chunk hooks in order on the text so far; True when the last replacement changed `chunk`."""
+        """Per-chunk hooks in order on the text so far; True when the last replacement changed `chunk`.
+        `hooks`: the stream's own choice (`streaming_hooks`); every per-chunk hook when not given."""
         replacement = None
-        for hook in self.hooks[HookKind.POST_CALL_STREAMING]:
+        for hook in self.hooks[HookKind.POST_CALL_STREAMING] if hooks is None else hooks:
             result = await self._call(hook, {"user_api_key_dict": user_api_key_dict, "response": text})
             if result is not None and result is not _SKIPPED:
                 replacement = result
@@ -246,7 +338,7 @@ class HookChain:
     ) -> AsyncIterator[Any]:
         """Chain the iterator hooks: the first wraps the upstream chunks, each next one the previous."""
         stream = source
-        for hook in self.hooks[HookKind.POST_CALL_STREAMING_ITERATOR]:
+        for hook in self._selected(self.hooks[HookKind.POST_CALL_STREAMING_ITERATOR], request_data):
             stream = hook.call(
                 user_api_key_dict=user_api_key_dict, response=stream, request_data=request_data
             )

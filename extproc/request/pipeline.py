@@ -9,6 +9,7 @@ from extproc.api.endpoints import RouteTable
 from extproc.compat import cost
 from extproc.decisions import Mode
 from extproc.hooks.chain import HookChain
+from extproc.hooks.loaded_guardrails import load_guardrails
 from extproc.hooks.loader import load_handlers
 from extproc.request.modes import needed_mode, needs_sidecar
 from extproc.request.patience import phase_budgets
@@ -76,8 +77,10 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     """Load the handlers a config names and validate them; raises ConfigError or HandlerError."""
     settings = config.sidecar
     options = {ref: policy.options for ref, policy in settings.handlers.items() if policy.options}
-    handlers = load_handlers(config.callbacks, (config.folder, *settings.handler_paths), options)
-    chain = HookChain(handlers, settings.hook_timeout_ms / 1000, settings.handlers)
+    folders = (config.folder, *settings.handler_paths)
+    handlers = load_handlers(config.callbacks, folders, options)
+    guardrails = load_guardrails(config.guardrails, folders)
+    chain = HookChain(handlers, settings.hook_timeout_ms / 1000, settings.handlers, guardrails)
     router = Router(config.model_list) if settings.routing else None
     if router is not None and not router.targets:
         raise ConfigError(f"{config.path}: extproc.routing: true needs a model_list")

@@ -16,6 +16,7 @@ from typing import Any
 
 from extproc.api.openai import INTERNAL_ERROR
 from extproc.decisions import (
+    APPLIED_GUARDRAILS,
     CONTINUE,
     PASS_THROUGH_MODE,
     VERDICT,
@@ -29,6 +30,7 @@ from extproc.decisions import (
 )
 from extproc.errors import ClientDisconnected, HookFailed, ProxyException, RejectedRequestError
 from extproc.request import admission
+from extproc.request import guardrail_selection as selection
 from extproc.request.answers import buffered_answer
 from extproc.request.endings import Ending
 from extproc.request.moderation import ModerationGate
@@ -231,10 +233,16 @@ class Session:
                 request.data = admission.add_sidecar_keys(data, request)
             raise
         requested_model = family.model(data)
+        # A request's choice of guardrails is for the hooks, never for the upstream.
+        stripped = selection.KEY in data
+        from_body = selection.take_body_selection(data) if stripped else []
         sent = admission.client_values(data)
+        stripped = selection.upstream_metadata(sent) or stripped
         pre_call = chain.has(HookKind.PRE_CALL)
         pristine = family.codec.decode(body, content_type) if pre_call else None  # to compare with
         data = request.data = admission.add_sidecar_keys(data, request)
+        if chain.guardrails:
+            selection.select(data, from_body, pipeline.config.deployment_guardrails, requested_model)
         call_type = hook_call_type(family.call_type, pipeline.config.sidecar.call_types)
         if pre_call:
             data = request.data = await chain.pre_call(request.user, pipeline.cache, data, call_type)
@@ -253,10 +261,15 @@ class Session:
             self.moderation = ModerationGate(
                 moderation, self._moderation_refused, self.outbox, pipeline.moderation_wait_s
             )
+        applied = selection.applied_guardrails(data)
+        if applied:  # Envoy's config turns it into the answer's x-litellm-applied-guardrails
+            metadata[APPLIED_GUARDRAILS] = applied
         upstream = admission.upstream_data(data, sent)
         if route:
             upstream["model"] = upstream_model
-        unchanged = upstream == pristine if pristine is not None else upstream.get("model") == requested_model
+        unchanged = not stripped and (
+            upstream == pristine if pristine is not None else upstream.get("model") == requested_model
+        )
         if unchanged:
             return Continue(set_headers=route, clear_route_cache=bool(route), metadata=metadata)
         new_body = admission.encode(family, upstream, content_type)
@@ -299,7 +312,9 @@ class Session:
     def _stream(self, body_mode: BodyMode) -> StreamRewriter | StreamPump:
         request = self.request
         assert request.family is not None and request.data is not None
-        state = StreamState(self.pipeline.chain, request.family, request.user, request.public_model)
+        state = StreamState(
+            self.pipeline.chain, request.family, request.user, request.public_model, request.data
+        )
         hold = self.pipeline.config.sidecar.max_stream_hold_bytes
         if body_mode is BodyMode.FULL_DUPLEX_STREAMED:
             return StreamPump(state, request.data, self.outbox, hold, self.ending)
