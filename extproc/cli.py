@@ -40,7 +40,8 @@ def _load(path: str) -> Pipeline:
 
 def _warnings(pipeline: Pipeline) -> list[str]:
     """The config's warnings, then what reading the handlers' files found."""
-    instances = [handler.instance for handler in pipeline.chain.handlers]
+    chain = pipeline.chain
+    instances = [handler.instance for handler in chain.handlers] + [g.instance for g in chain.guardrails]
     found = handler_call_type_warnings(instances, pipeline.config.sidecar.call_types)
     return [*pipeline.config.warnings, *found, *uncalled_hook_warnings(instances)]
 
@@ -56,6 +57,20 @@ def _describe(pipeline: Pipeline) -> str:
             if hook.label.startswith(handler.reference + ".")
         ]
         lines.append(f"handler {handler.reference}: {', '.join(kinds) or 'no hooks'}")
+    for guardrail in chain.guardrails:
+        hooks = [
+            hook.kind.value
+            for hooks in chain.hooks.values()
+            for hook in hooks
+            if hook.label.startswith(guardrail.name + ".")
+        ]
+        entry = guardrail.entry
+        how = "default_on" if entry.default_on else "when a request names it"
+        unified = " (apply_guardrail)" if guardrail.unified is not None else ""
+        lines.append(
+            f"guardrail {guardrail.name} ({entry.guardrail}; mode {', '.join(guardrail.events)}; {how}): "
+            f"{', '.join(hooks) or 'logging events only'}{unified}"
+        )
     phases = phases_asked(pipeline.request_mode)
     lines.append(f"enforce_user_param: {str(pipeline.config.enforce_user_param).lower()}")
     lines.append(f"phases asked of Envoy: {', '.join(phases) or 'none (LLM routes bypass the sidecar)'}")
