@@ -7,8 +7,8 @@
 
 from typing import Any
 
-from extproc import HTTPException
-from extproc.hooks.guardrail import CustomGuardrail
+from fastapi import HTTPException
+from litellm.integrations.custom_guardrail import CustomGuardrail
 
 BANNED = "how to make a bomb"
 

@@ -1,8 +1,8 @@
 """LiteLLM's `guardrails:` section through a real Envoy: modes, default_on, per-request selection, the
 unified `apply_guardrail`, failure policies and `x-litellm-applied-guardrails`.
 
-The guardrail file is written the way LiteLLM's docs write custom guardrails: `CustomGuardrail`
-subclasses, built by the sidecar from each entry's `litellm_params`.
+The guardrail file is written the way LiteLLM's docs write custom guardrails, LiteLLM's imports and all:
+`CustomGuardrail` subclasses, built by the sidecar from each entry's `litellm_params`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from extproc import HTTPException
-from extproc.hooks.guardrail import CustomGuardrail
+from fastapi import HTTPException
+from litellm.integrations.custom_guardrail import CustomGuardrail
 
 EVENTS = Path(__file__).with_name("events.jsonl")
 
@@ -316,3 +316,20 @@ def test_unknown_vendor_guardrail_fails_check_with_its_name(tmp_path):
     assert result.returncode != 0
     assert "acme_shield" in result.stderr + result.stdout
     assert "guardrails[0]" in result.stderr + result.stdout
+
+
+def test_check_lists_each_guardrail_with_its_mode_and_hooks(stack):
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", "--config", str(stack.folder / "config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "guardrail bomb-screen (guards.BombScreen; mode pre_call; default_on): async_pre_call_hook" in lines
+    masker = next(line for line in lines if line.startswith("guardrail masker "))
+    assert "when a request names it" in masker and masker.endswith("(apply_guardrail)")
+    assert "async_post_call_streaming_iterator_hook" in masker
+    auditor = next(line for line in lines if line.startswith("guardrail auditor "))
+    assert auditor.endswith("async_log_success_event")  # its pre-call hook is not among them
