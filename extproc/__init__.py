@@ -25,7 +25,7 @@ from extproc.hooks.custom_logger import CustomLogger
 from extproc.hooks.guardrail import CustomGuardrail, GuardrailEventHooks, log_guardrail_information
 from extproc.settings.auth import UserAPIKeyAuth
 from extproc.state.cache import DualCache, InMemoryCache
-from extproc.types import CallType
+from extproc.types import CallType, sidecar_metadata
 
 __all__ = [
     "CallType",
@@ -53,6 +53,7 @@ __all__ = [
     "normalize_text",
     "request_texts",
     "should_proceed_based_on_metadata",
+    "sidecar_metadata",
     "verbose_logger",
     "verbose_proxy_logger",
 ]

@@ -20,6 +20,8 @@ class CallType(StrEnum):
     IMAGE_GENERATION = "image_generation"
     MODERATION = "moderation"
     AUDIO_TRANSCRIPTION = "audio_transcription"
+    RESPONSES = "responses"
+    ANTHROPIC_MESSAGES = "anthropic_messages"
 
 
 class CallTypeNames(StrEnum):
@@ -35,8 +37,8 @@ class CallTypeNames(StrEnum):
     DOCUMENTED = "documented"
 
 
-# The name LiteLLM's proxy passes for each call type (its `CallTypes` async members). The Responses and
-# Anthropic Messages families will pass `aresponses` and `anthropic_messages` once they are hooked.
+# The name LiteLLM's proxy passes for each call type (its `CallTypes` async members); the Messages
+# family's is the same in both sets.
 PROXY_CALL_TYPES: dict[CallType, str] = {
     CallType.COMPLETION: "acompletion",
     CallType.TEXT_COMPLETION: "atext_completion",
@@ -44,6 +46,7 @@ PROXY_CALL_TYPES: dict[CallType, str] = {
     CallType.IMAGE_GENERATION: "aimage_generation",
     CallType.MODERATION: "amoderation",
     CallType.AUDIO_TRANSCRIPTION: "atranscription",
+    CallType.RESPONSES: "aresponses",
 }
 # Either spelling back to the call type, for code that accepts both.
 CALL_TYPE_OF_NAME: dict[str, CallType] = {
@@ -55,7 +58,7 @@ CALL_TYPE_OF_NAME: dict[str, CallType] = {
 def hook_call_type(call_type: CallType, names: CallTypeNames) -> str:
     """The `call_type` string hooks receive for `call_type` under the naming in force."""
     if names is CallTypeNames.PROXY:
-        # A family whose two names are the same (`aresponses`, `anthropic_messages`) needs no entry.
+        # A family whose two names are the same (`anthropic_messages`) needs no entry.
         return PROXY_CALL_TYPES.get(call_type, call_type.value)
     return call_type.value
 
@@ -64,6 +67,22 @@ def call_type_named(name: str) -> CallType | None:
     """The call type a name of either set stands for (`acompletion` and `completion`: chat); None if
     neither set has it."""
     return CALL_TYPE_OF_NAME.get(name)
+
+
+# Where the sidecar puts its additions to `data` for hooks (headers, the key's fields, request id,
+# guardrail selection): `metadata` on the OpenAI endpoints LiteLLM always treated that way, and
+# `litellm_metadata` on the Responses and Messages APIs, where `metadata` is the client's own field and
+# goes upstream as the hooks leave it (LiteLLM's proxy does the same there).
+SIDECAR_METADATA_KEYS = ("litellm_metadata", "metadata")
+
+
+def sidecar_metadata(data: JSONDict) -> JSONDict | None:
+    """The dict of the sidecar's additions in a request's `data` (None before they are made)."""
+    for key in SIDECAR_METADATA_KEYS:
+        value = data.get(key)
+        if isinstance(value, dict):
+            return value
+    return None
 
 
 class Phase(StrEnum):

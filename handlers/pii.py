@@ -40,7 +40,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extproc import CustomLogger, DualCache, HTTPException, TextScan, UserAPIKeyAuth, request_texts
+from extproc import (
+    CustomLogger,
+    DualCache,
+    HTTPException,
+    TextScan,
+    UserAPIKeyAuth,
+    request_texts,
+    sidecar_metadata,
+)
 
 ENTITIES = ("secret", "email", "iban", "credit_card", "us_ssn", "ipv6", "ipv4", "phone")
 ACTIONS = ("mask", "block")
@@ -156,7 +164,9 @@ class _Hit:
 
 def _record(data: dict[str, Any], key: str, counts: Counter[str]) -> None:
     if counts:
-        metadata = data.setdefault("metadata", {})
+        metadata = sidecar_metadata(data)
+        if metadata is None:  # called without the sidecar's additions (a test, a direct call)
+            metadata = data.setdefault("metadata", {})
         if isinstance(metadata, dict):
             previous = metadata.get(key) if isinstance(metadata.get(key), dict) else {}
             metadata[key] = dict(Counter(previous) + counts)

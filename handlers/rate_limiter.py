@@ -35,7 +35,15 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from extproc import CustomLogger, DualCache, HTTPException, UserAPIKeyAuth, get_formatted_prompt
+from extproc import (
+    CustomLogger,
+    DualCache,
+    HTTPException,
+    UserAPIKeyAuth,
+    get_formatted_prompt,
+    sidecar_metadata,
+)
+from extproc.api.views import unwrap
 from extproc.errors import ClientDisconnected
 from extproc.state.cache import Store
 
@@ -69,6 +77,23 @@ def _count(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return min(value, MAX_COUNT)
+
+
+def _used_tokens(response: Any) -> int | None:
+    """The tokens an answer's usage reports: `total_tokens` (OpenAI, Responses), or Anthropic's input
+    (with its cache) plus output tokens; None when it reports none."""
+    raw = unwrap(response)
+    usage = raw.get("usage") if isinstance(raw, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    total = _count(usage.get("total_tokens"))
+    if total is not None:
+        return total
+    names = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    parts = [_count(usage.get(name)) for name in names]
+    if parts[0] is None or parts[1] is None:
+        return None
+    return min(sum(part or 0 for part in parts), MAX_COUNT)
 
 
 def _limit_table(value: Any, where: str) -> dict[str, int]:
@@ -199,7 +224,10 @@ class Handler(CustomLogger):
             "owner": self._owner,
         }
         RECORDS.set({**(RECORDS.get() or {}), self._owner: record})
-        data.setdefault("metadata", {})["rate_limiter"] = record
+        metadata = sidecar_metadata(data)
+        if metadata is None:  # called without the sidecar's additions (a test, a direct call)
+            metadata = data.setdefault("metadata", {})
+        metadata["rate_limiter"] = record
         return None
 
     async def _give_back(
@@ -253,8 +281,7 @@ class Handler(CustomLogger):
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
-        usage = getattr(response_obj, "usage", None) if response_obj is not None else None
-        total = _count(getattr(usage, "total_tokens", None) if usage is not None else None)
+        total = _used_tokens(response_obj)
         record = self._request_record(kwargs)
         if record is None:
             return
@@ -289,7 +316,7 @@ class Handler(CustomLogger):
         response: Any,
         request_headers: Any = None,
     ) -> dict[str, str] | None:
-        record = self._record(data.get("metadata") or {}) or self._current()
+        record = self._record(sidecar_metadata(data) or {}) or self._current()
         return dict(record["headers"]) if record else None
 
     def _current(self) -> dict[str, Any] | None:

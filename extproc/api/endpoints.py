@@ -1,7 +1,7 @@
 """The route table: `:path` to the API family that reads and answers it.
 
 `FAMILIES` is the one list of families; the generated Envoy config routes exactly their paths through
-the sidecar (`ENDPOINT_PATHS`, `ENDPOINT_REGEX`).
+the sidecar (`ENDPOINT_PATHS`, one route per endpoint matching `path_regex`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from extproc.api.completions import TextCompletions
 from extproc.api.embeddings import Embeddings
 from extproc.api.family import ApiFamily
 from extproc.api.images import ImageGenerations
+from extproc.api.messages import AnthropicMessages
 from extproc.api.moderations import Moderations
 from extproc.api.openai import OpenAIFamily
+from extproc.api.responses import Responses
 
 # In the order the README documents them.
 FAMILIES: tuple[type[OpenAIFamily], ...] = (
@@ -24,22 +26,28 @@ FAMILIES: tuple[type[OpenAIFamily], ...] = (
     ImageGenerations,
     Moderations,
     AudioTranscriptions,
+    Responses,
+    AnthropicMessages,
 )
-# Path suffixes after the optional `/v1` prefix.
+# Path suffixes after the optional `/v1` prefix, and the other full paths a family is mounted at.
 ENDPOINT_PATHS = tuple(family.path for family in FAMILIES)
+ENDPOINT_ALIASES = {family.path: family.aliases for family in FAMILIES}
 # Answers errors that come before any family is known (a request the sidecar could not place).
 DEFAULT_FAMILY: ApiFamily = ChatCompletions(JsonCodec(0, 0))
-# LLM endpoints of the API families still to come: refused at the edge until they are hooked, so that
-# their traffic cannot reach an upstream around the hooks.
-UNHOOKED_LLM_PATHS = ("/responses", "/messages")
 # Prefixes an LLM upstream may take one of those endpoints under, compared without case by the generated
 # Envoy config: other cases, `;params` and escaped trailers start with them too. What no hooked route
 # took is refused there.
 LLM_PATH_PREFIXES = (
-    *(prefix + path for path in (*ENDPOINT_PATHS, *UNHOOKED_LLM_PATHS) for prefix in ("/v1", "")),
-    "/anthropic/v1/messages",
+    *(prefix + path for path in ENDPOINT_PATHS for prefix in ("/v1", "")),
+    *(alias for aliases in ENDPOINT_ALIASES.values() for alias in aliases),
 )
-ENDPOINT_REGEX = r"^(/v1)?/({})/?$".format("|".join(p.lstrip("/") for p in ENDPOINT_PATHS))
+
+
+def path_regex(suffix: str) -> str:
+    """The exact paths of one endpoint: `/v1` optional, its aliases, one trailing slash allowed."""
+    spellings = [rf"(/v1)?{suffix}", *ENDPOINT_ALIASES.get(suffix, ())]
+    return r"^({})/?$".format("|".join(spellings))
+
 
 
 class RouteTable:
@@ -53,6 +61,8 @@ class RouteTable:
             family = family_type(multipart_codec if family_type.form else json_codec)
             self._routes[family.path] = family
             self._routes["/v1" + family.path] = family
+            for alias in family.aliases:
+                self._routes[alias] = family
 
     def match(self, path: str) -> ApiFamily | None:
         path = path.partition("?")[0]

@@ -24,7 +24,28 @@ class ApiFamily(Protocol):
         ...
 
     @property
+    def aliases(self) -> tuple[str, ...]:
+        """Other full paths the family is mounted at (`/anthropic/v1/messages`)."""
+        ...
+
+    @property
     def call_type(self) -> CallType: ...
+
+    @property
+    def metadata_key(self) -> str:
+        """Where the sidecar's additions to `data` go: `metadata`, or `litellm_metadata` where `metadata`
+        is the client's own field (Responses, Messages)."""
+        ...
+
+    @property
+    def named_events(self) -> bool:
+        """Whether its stream events carry `event:` lines that must be kept (Responses, Messages)."""
+        ...
+
+    @property
+    def hook_frames(self) -> bool:
+        """Whether streaming iterator hooks receive whole SSE frames as `bytes` (Messages, as LiteLLM)."""
+        ...
 
     @property
     def codec(self) -> Codec: ...
@@ -39,7 +60,11 @@ class ApiFamily(Protocol):
         ...
 
     def user(self, data: JSONDict) -> Any:
-        """The end user the request names, as sent (what `enforce_user_param` demands)."""
+        """The end user the request names, as sent."""
+        ...
+
+    def has_user(self, data: JSONDict) -> bool:
+        """Whether the request names an end user at all (what `enforce_user_param` demands)."""
         ...
 
     def prompt_text(self, data: JSONDict) -> str:
@@ -70,6 +95,14 @@ class ApiFamily(Protocol):
 
     def set_chunk_text(self, chunk: JSONDict, text: str) -> None:
         """Replace the text a stream event adds."""
+        ...
+
+    def encode_event(self, chunk: JSONDict, name: str | None) -> bytes:
+        """A stream event the hooks changed or made, framed as the family frames them."""
+        ...
+
+    def answer_view(self, response: JSONDict) -> Any:
+        """What success hooks receive for a whole answer."""
         ...
 
     def end_of_stream(self) -> bytes:

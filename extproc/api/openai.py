@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 from extproc.api.codecs import Codec
 from extproc.api.prompt import get_formatted_prompt
-from extproc.api.sse import DONE, encode_data
+from extproc.api.sse import DONE, encode_data, encode_json
+from extproc.api.views import wrap
 from extproc.decisions import Reply
 from extproc.errors import ErrorInfo, describe, dumps_any, error_type
 from extproc.types import CallType, JSONDict
@@ -78,9 +79,13 @@ class OpenAIFamily:
     overrides what differs (refusals and stream text for the two completion families)."""
 
     path: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
     call_type: ClassVar[CallType]
     required: ClassVar[str | None] = None
     form: ClassVar[bool] = False  # multipart form fields are strings: only string types are checked
+    metadata_key: ClassVar[str] = "metadata"
+    named_events: ClassVar[bool] = False
+    hook_frames: ClassVar[bool] = False
 
     __slots__ = ("codec",)
 
@@ -103,6 +108,9 @@ class OpenAIFamily:
 
     def user(self, data: JSONDict) -> Any:
         return data.get("user")
+
+    def has_user(self, data: JSONDict) -> bool:
+        return "user" in data
 
     def prompt_text(self, data: JSONDict) -> str:
         return get_formatted_prompt(data, self.call_type.value)
@@ -143,6 +151,12 @@ class OpenAIFamily:
             choice["text"] = text
         else:
             choice["delta"] = {"content": text}
+
+    def encode_event(self, chunk: JSONDict, name: str | None) -> bytes:
+        return encode_json(chunk)
+
+    def answer_view(self, response: JSONDict) -> Any:
+        return wrap(response)
 
     def end_of_stream(self) -> bytes:
         return DONE

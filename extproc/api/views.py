@@ -511,3 +511,41 @@ class ModelResponseStream(CompletionView):
 
 _ModelResponseView = _view_class(ModelResponse)
 _ModelResponseStreamView = _view_class(ModelResponseStream)
+
+
+class ResponsesAPIResponse(ShapedView):
+    """A whole Responses API answer (LiteLLM's `ResponsesAPIResponse`), with `output_text`: the text of
+    its `output_text` parts, joined, as OpenAI's SDK computes it. Setting it puts the new text in the
+    first part and empties the others."""
+
+    __slots__ = ()
+
+    def _text_parts(self) -> list[dict[str, Any]]:
+        parts = []
+        for item in self._raw.get("output") or ():
+            if isinstance(item, dict) and item.get("type") == "message":
+                for part in item.get("content") or ():
+                    if isinstance(part, dict) and part.get("type") == "output_text":
+                        parts.append(part)
+        return parts
+
+    @property
+    def output_text(self) -> str:
+        return "".join(str(part.get("text") or "") for part in self._text_parts())
+
+    @output_text.setter
+    def output_text(self, text: str) -> None:
+        parts = self._text_parts()
+        if not parts:
+            raise ValueError("the response has no output_text part to hold the text")
+        for index, part in enumerate(parts):
+            part["text"] = text if index == 0 else ""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "output_text":
+            object.__setattr__(self, name, value)
+        else:
+            ShapedView.__setattr__(self, name, value)
+
+
+ResponsesAPIResponseView = _view_class(ResponsesAPIResponse)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.compat.loggers import verbose_proxy_logger
+from extproc.types import sidecar_metadata
 
 
 async def should_proceed_based_on_metadata(data: dict[str, Any], guardrail_name: str) -> bool:
     """Whether the guardrail named `guardrail_name` runs for this request."""
-    metadata = data.get("metadata")
-    if not isinstance(metadata, dict) or "guardrails" not in metadata:
+    metadata = sidecar_metadata(data)
+    if metadata is None or "guardrails" not in metadata:
         return True
     requested = metadata["guardrails"]
     verbose_proxy_logger.debug("guardrails requested: %s; checking %s", requested, guardrail_name)

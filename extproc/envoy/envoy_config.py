@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.api.endpoints import ENDPOINT_PATHS, ENDPOINT_REGEX
+from extproc.api.endpoints import ENDPOINT_PATHS, path_regex
 from extproc.decisions import APPLIED_GUARDRAILS, METADATA_NAMESPACE
 from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies, unhooked_llm_routes
 from extproc.request.guardrail_selection import APPLIED_HEADER
@@ -148,19 +148,26 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
     action: dict[str, Any] = {"cluster": UPSTREAM_CLUSTER, "timeout": "0s"}
     if upstream is not None:
         action["host_rewrite_literal"] = upstream.authority
+    # One route per endpoint: one regex for all of them would exceed RE2's program size limit.
     llm_routes: list[dict[str, Any]] = [
-        {"name": "llm_api", "match": {"safe_regex": {"regex": ENDPOINT_REGEX}}, "route": action}
+        {
+            "name": f"llm_{_slug(suffix)}",
+            "match": {"safe_regex": {"regex": path_regex(suffix)}},
+            "route": action,
+        }
+        for suffix in ENDPOINT_PATHS
     ]
     if not pipeline.needs_sidecar:
-        llm_routes[0]["typed_per_filter_config"] = _disabled()
+        for route in llm_routes:
+            route["typed_per_filter_config"] = _disabled()
     elif pipeline.config.sidecar.forward_headers is not None:
         llm_routes = one_message_routes(action)
     deployment_routes = [
         {
-            "name": f"deployment_{target.id}",
+            "name": f"deployment_{target.id}_{_slug(suffix)}",
             # POST only: the sidecar sets the header on the requests it hooked, which are all POSTs.
             "match": {
-                "safe_regex": {"regex": ENDPOINT_REGEX},
+                "safe_regex": {"regex": path_regex(suffix)},
                 "headers": [
                     {"name": DEPLOYMENT_HEADER, "string_match": {"exact": target.id}},
                     {"name": ":method", "string_match": {"exact": "POST"}},
@@ -169,6 +176,7 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
             "route": deployment_action(cluster, Upstream.parse(base, allow_path=True)),
         }
         for target, cluster, base in deployment_clusters(pipeline)
+        for suffix in ENDPOINT_PATHS
     ]
     other = {
         "name": "pass_through",
@@ -216,14 +224,19 @@ def deployment_action(cluster: str, base: Upstream) -> dict[str, Any]:
     return action
 
 
+def _slug(suffix: str) -> str:
+    """An endpoint's path suffix as a route name part: `/chat/completions` -> `chat_completions`."""
+    return suffix.strip("/").replace("/", "_")
+
+
 def one_message_routes(action: dict[str, Any]) -> list[dict[str, Any]]:
     """POST-only routes per endpoint, each naming its endpoint in the ext_proc stream's initial metadata
     (the request-headers message, which would have carried `:path`, is not sent)."""
     return [
         {
-            "name": f"llm_{suffix.strip('/').replace('/', '_')}",
+            "name": f"llm_{_slug(suffix)}",
             "match": {
-                "safe_regex": {"regex": rf"^(/v1)?{suffix}/?$"},
+                "safe_regex": {"regex": path_regex(suffix)},
                 "headers": [{"name": ":method", "string_match": {"exact": "POST"}}],
             },
             "route": action,

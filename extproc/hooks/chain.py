@@ -44,7 +44,7 @@ from extproc.hooks.loaded_guardrails import EVENT_OF, LoadedGuardrail
 from extproc.hooks.loader import LoadedHandler
 from extproc.hooks.log_events import log_kwargs
 from extproc.settings.config import HandlerPolicy
-from extproc.types import HookKind, JSONDict
+from extproc.types import HookKind, JSONDict, sidecar_metadata
 
 log = logging.getLogger("extproc.chain")
 _SKIPPED = object()
@@ -67,8 +67,8 @@ _GUARDRAILS_FIRST = frozenset(
 def _applied(data: JSONDict, name: str | None) -> None:
     """Note a guardrail that ran in `metadata.applied_guardrails` (the `x-litellm-applied-guardrails` answer
     header is made from it)."""
-    metadata = data.get("metadata")
-    if name is None or not isinstance(metadata, dict):
+    metadata = sidecar_metadata(data)
+    if name is None or metadata is None:
         return
     applied = metadata.get("applied_guardrails")
     if not isinstance(applied, list):
@@ -232,15 +232,22 @@ class HookChain:
             if isinstance(result, BaseException):
                 raise result
 
-    async def post_call_success(self, data: JSONDict, user_api_key_dict: Any, response: Any) -> Any:
-        """Sequential; returns the (possibly replaced) response view."""
+    async def post_call_success(
+        self,
+        data: JSONDict,
+        user_api_key_dict: Any,
+        response: Any,
+        view: Callable[[JSONDict], Any] = wrap,
+    ) -> Any:
+        """Sequential; returns the (possibly replaced) response, as `view` shows a replacement to the
+        next hook (the family's answer view)."""
         for hook in self._selected(self.hooks[HookKind.POST_CALL_SUCCESS], data):
             kwargs = {"data": data, "user_api_key_dict": user_api_key_dict, "response": response}
             result = await self._call(hook, kwargs)
             if result is not None and result is not _SKIPPED:
                 replacement = unwrap(result)
                 if isinstance(replacement, dict):
-                    response = wrap(replacement)
+                    response = view(replacement)
                 else:
                     log.warning(
                         "%s returned a %s, not a response: ignored", hook.label, type(result).__name__

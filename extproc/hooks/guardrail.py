@@ -21,6 +21,7 @@ from typing import Any, Literal, TypedDict
 
 from extproc.api.guardrail_inputs import GenericGuardrailAPIInputs
 from extproc.hooks.custom_logger import CustomLogger
+from extproc.types import SIDECAR_METADATA_KEYS, sidecar_metadata
 
 
 class GuardrailEventHooks(StrEnum):
@@ -84,9 +85,12 @@ class CustomGuardrail(CustomLogger):
 
     def get_guardrail_from_metadata(self, data: dict[str, Any]) -> list[Any]:
         """The guardrails the request names (`metadata.guardrails`), names or `{name: params}` dicts."""
-        metadata = data.get("metadata") or {}
-        requested = metadata.get("guardrails") if isinstance(metadata, dict) else None
-        return requested if isinstance(requested, list) else []
+        for key in SIDECAR_METADATA_KEYS:
+            metadata = data.get(key)
+            requested = metadata.get("guardrails") if isinstance(metadata, dict) else None
+            if isinstance(requested, list):
+                return requested
+        return []
 
     def _guardrail_is_in_requested_guardrails(self, requested_guardrails: list[Any]) -> bool:
         for requested in requested_guardrails:
@@ -134,8 +138,8 @@ class CustomGuardrail(CustomLogger):
         """Record this guardrail's outcome in the request's metadata, for logging events."""
         if isinstance(guardrail_json_response, BaseException):
             guardrail_json_response = str(guardrail_json_response)
-        metadata = request_data.get("metadata")
-        if not isinstance(metadata, dict):
+        metadata = sidecar_metadata(request_data)
+        if metadata is None:
             return
         metadata["standard_logging_guardrail_information"] = {
             "guardrail_name": self.guardrail_name,

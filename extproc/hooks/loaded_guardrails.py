@@ -25,7 +25,7 @@ from extproc.hooks.loader import import_module
 from extproc.hooks.unified import UNIFIED_KINDS, UnifiedGuardrail
 from extproc.settings.config import HandlerPolicy
 from extproc.settings.guardrails import EVENTS, GuardrailEntry
-from extproc.types import HookKind, JSONDict
+from extproc.types import SIDECAR_METADATA_KEYS, HookKind, JSONDict
 
 # The event a hook kind belongs to; kinds not listed (failure, response headers, logging) always run.
 EVENT_OF = {
@@ -39,11 +39,12 @@ EVENT_OF = {
 
 def _requested(data: JSONDict, name: str) -> bool:
     """Whether the request names the guardrail in `metadata.guardrails` (a name, or `{name: params}`)."""
-    metadata = data.get("metadata")
-    requested = metadata.get("guardrails") if isinstance(metadata, dict) else None
-    if not isinstance(requested, list):
-        return False
-    return any(item == name or (isinstance(item, dict) and name in item) for item in requested)
+    for key in SIDECAR_METADATA_KEYS:
+        metadata = data.get(key)
+        requested = metadata.get("guardrails") if isinstance(metadata, dict) else None
+        if isinstance(requested, list):
+            return any(item == name or (isinstance(item, dict) and name in item) for item in requested)
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from extproc.api.views import unwrap
 from extproc.compat import cost
-from extproc.types import JSONDict
+from extproc.types import JSONDict, sidecar_metadata
 
 # The flattened key fields of LiteLLM's `StandardLoggingUserAPIKeyMetadata`, read from `data["metadata"]`.
 USER_API_KEY_FIELDS = (
@@ -62,7 +62,7 @@ def log_kwargs(
         "litellm_call_id": data.get("litellm_call_id"),
         "user": data.get("user"),
         "litellm_params": {
-            "metadata": data.get("metadata") or {},
+            "metadata": sidecar_metadata(data) or {},
             "proxy_server_request": data.get("proxy_server_request") or {},
         },
         "optional_params": {k: v for k, v in data.items() if k in OPTIONAL_PARAMS},
@@ -107,8 +107,7 @@ def standard_logging_object(
     end_time: datetime,
 ) -> JSONDict:
     """LiteLLM's `StandardLoggingPayload` of a finished request (the fields a proxy-side hook can know)."""
-    raw_metadata = data.get("metadata")
-    metadata: JSONDict = raw_metadata if isinstance(raw_metadata, dict) else {}
+    metadata: JSONDict = sidecar_metadata(data) or {}
     answer = unwrap(response)
     answer = answer if isinstance(answer, dict) else None
     usage = answer.get("usage") if answer is not None else None

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from extproc.api.guardrail_inputs import GuardrailInputs
+from extproc.api.sse import SSEDecoder, encode_named
 from extproc.api.views import unwrap
 from extproc.hooks.custom_logger import CustomLogger
 from extproc.hooks.guardrail import CustomGuardrail
@@ -80,21 +81,14 @@ class UnifiedGuardrail(CustomLogger):
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
-        held = [item async for item in response]
-        texts: dict[int, list[tuple[JSONDict, str]]] = {}  # choice index -> (its chunk text holder, key)
-        for item in held:
-            chunk = unwrap(item)
-            for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
-                if not isinstance(choice, dict):
-                    continue
-                index = choice.get("index", 0)
-                delta = choice.get("delta")
-                holder, key = (delta, "content") if isinstance(delta, dict) else (choice, "text")
-                if isinstance(holder.get(key), str):
-                    texts.setdefault(index if isinstance(index, int) else 0, []).append((holder, key))
+        held = [_Held(item) async for item in response]
+        texts: dict[int, list[tuple[_Held, JSONDict, str]]] = {}  # index -> where its text pieces are
+        for held_item in held:
+            for index, holder, key in _text_slots(held_item.chunk):
+                texts.setdefault(index, []).append((held_item, holder, key))
         if texts:
             order = sorted(texts)
-            whole = ["".join(holder[key] for holder, key in texts[i]) for i in order]
+            whole = ["".join(holder[key] for _, holder, key in texts[i]) for i in order]
             answer = {"choices": [{"index": i, "text": t} for i, t in zip(order, whole, strict=True)]}
             returned = await self.guardrail.apply_guardrail(
                 {"texts": list(whole), "model": request_data.get("model")},
@@ -106,11 +100,68 @@ class UnifiedGuardrail(CustomLogger):
             if isinstance(new_texts, list) and len(new_texts) == len(order):
                 for i, old, new in zip(order, whole, new_texts, strict=True):
                     if isinstance(new, str) and new != old:
-                        places = texts[i]
-                        for n, (holder, key) in enumerate(places):
+                        for n, (held_item, holder, key) in enumerate(texts[i]):
                             holder[key] = new if n == 0 else ""
-        for item in held:
-            yield item
+                            held_item.changed = True
+        for held_item in held:
+            yield held_item.out()
+
+
+class _Held:
+    """A stream item held until the guardrail has seen the whole text: a chunk (a view), or an SSE frame's
+    bytes (Messages), decoded to read and re-encoded only if its text changed."""
+
+    __slots__ = ("changed", "chunk", "item", "name")
+
+    def __init__(self, item: Any) -> None:
+        self.item, self.changed, self.name = item, False, None
+        if isinstance(item, bytes | bytearray):
+            events = SSEDecoder().feed(bytes(item)) or SSEDecoder().flush()
+            event = events[0] if events else None
+            try:
+                parsed = event.json() if event is not None else None
+            except ValueError:
+                parsed = None
+            self.chunk = parsed if isinstance(parsed, dict) else None
+            self.name = event.event if event is not None else None
+        else:
+            chunk = unwrap(item)
+            self.chunk = chunk if isinstance(chunk, dict) else None
+
+    def out(self) -> Any:
+        if self.changed and isinstance(self.item, bytes | bytearray) and self.chunk is not None:
+            return encode_named(self.name or str(self.chunk.get("type")), self.chunk)
+        return self.item
+
+
+def _text_slots(chunk: JSONDict | None) -> list[tuple[int, JSONDict, str]]:
+    """Where a stream event holds answer text: (choice or block index, the dict, its key)."""
+    if chunk is None:
+        return []
+    kind = chunk.get("type")
+    if kind == "response.output_text.delta" and isinstance(chunk.get("delta"), str):  # Responses
+        index = chunk.get("output_index", 0)
+        return [(index if isinstance(index, int) else 0, chunk, "delta")]
+    if kind == "content_block_delta":  # Messages
+        delta = chunk.get("delta")
+        if (
+            isinstance(delta, dict)
+            and delta.get("type") == "text_delta"
+            and isinstance(delta.get("text"), str)
+        ):
+            index = chunk.get("index", 0)
+            return [(index if isinstance(index, int) else 0, delta, "text")]
+        return []
+    slots = []
+    for choice in chunk.get("choices") or ():  # chat and text completions
+        if not isinstance(choice, dict):
+            continue
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        holder, key = (delta, "content") if isinstance(delta, dict) else (choice, "text")
+        if isinstance(holder.get(key), str):
+            slots.append((index if isinstance(index, int) else 0, holder, key))
+    return slots
 
 
 def _answer_kind(answer: JSONDict) -> str:

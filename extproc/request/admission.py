@@ -20,8 +20,15 @@ from extproc.settings.auth import CREDENTIAL_HEADERS, UserAPIKeyAuth
 from extproc.types import Headers, JSONDict
 
 ENFORCE_USER_MESSAGE = "Authentication Error, 'user' param not passed in. 'enforce_user_param'=True"
-# Keys the sidecar adds to `data` for hooks (as LiteLLM does); never sent upstream.
-SIDECAR_KEYS = ("metadata", "litellm_call_id", "proxy_server_request")
+# Keys the sidecar adds to `data` for hooks (as LiteLLM does); never sent upstream. `litellm_metadata` is
+# the sidecar's on every family (a client's own value is kept from hooks and goes upstream as sent);
+# `metadata` is the sidecar's where the family says so, else the client's own field.
+OTHER_SIDECAR_KEYS = ("litellm_metadata", "litellm_call_id", "proxy_server_request")
+
+
+def sidecar_keys(family: ApiFamily) -> tuple[str, ...]:
+    """The keys of `data` the sidecar owns on this family's requests."""
+    return ("metadata", *OTHER_SIDECAR_KEYS) if family.metadata_key == "metadata" else OTHER_SIDECAR_KEYS
 # The default credential headers; `extproc.auth.credential_headers` adds to them (RequestState passes them).
 SECRET_HEADERS = frozenset(CREDENTIAL_HEADERS)
 # The keys the sidecar sets in `metadata` for hooks (LiteLLM's names), and the ones LiteLLM's proxy or our
@@ -105,7 +112,7 @@ def decode(family: ApiFamily, body: bytes, content_type: str) -> JSONDict:
 
 def check_body(family: ApiFamily, data: JSONDict, enforce_user: bool) -> None:
     """`enforce_user_param`, then the family's required and typed fields."""
-    if enforce_user and "user" not in data:
+    if enforce_user and not family.has_user(data):
         raise ProxyException(ENFORCE_USER_MESSAGE, 401, None, "auth_error")
     problem = family.problem(data)
     if problem is not None:
@@ -122,16 +129,18 @@ def check_model(requested_model: Any, models: list[str]) -> None:
         raise ProxyException(message, 403, "model")
 
 
-def client_values(data: JSONDict) -> JSONDict:
+def client_values(family: ApiFamily, data: JSONDict) -> JSONDict:
     """What the client itself sent under the keys the sidecar uses: it goes upstream as sent."""
-    return {key: data[key] for key in SIDECAR_KEYS if key in data}
+    return {key: data[key] for key in sidecar_keys(family) if key in data}
 
 
 def add_sidecar_keys(data: JSONDict, request: RequestState) -> JSONDict:
-    """LiteLLM's additions for hooks: `metadata` (the client's own, less the reserved names, plus headers,
-    the key's flattened fields, endpoint, request id and the client's own metadata as
-    `requester_metadata`), `litellm_call_id` and `proxy_server_request`. The key fields come from the
-    caller's `UserAPIKeyAuth` only."""
+    """LiteLLM's additions for hooks: the family's metadata key (`metadata`: the client's own, less the
+    reserved names; `litellm_metadata`: new, the client's `metadata` left as it is), holding headers, the
+    key's flattened fields, endpoint, request id and the client's own metadata as `requester_metadata`;
+    `litellm_call_id` and `proxy_server_request`. The key fields come from the caller's `UserAPIKeyAuth`
+    only, and a client's own `litellm_metadata` never reaches hooks (it goes upstream as sent)."""
+    key = request.family.metadata_key if request.family is not None else "metadata"
     client_metadata = data.get("metadata")
     user = request.user
     headers = public_headers(request.headers, request.pipeline.config.sidecar.auth.credential_headers)
@@ -149,15 +158,17 @@ def add_sidecar_keys(data: JSONDict, request: RequestState) -> JSONDict:
         user_agent=headers.get("user-agent", ""),
         requester_metadata=requester_metadata,
     )
-    data["metadata"] = metadata
+    data.pop("litellm_metadata", None)
+    data[key] = metadata
     data["litellm_call_id"] = request.request_id
     data["proxy_server_request"] = {"url": path, "method": "POST", "headers": headers}
     return data
 
 
-def upstream_data(data: JSONDict, sent: JSONDict) -> JSONDict:
+def upstream_data(family: ApiFamily, data: JSONDict, sent: JSONDict) -> JSONDict:
     """`data` as the upstream must see it: the sidecar's additions gone, the client's own values back."""
-    upstream = {k: v for k, v in data.items() if k not in SIDECAR_KEYS}
+    owned = sidecar_keys(family)
+    upstream = {k: v for k, v in data.items() if k not in owned}
     upstream.update(sent)
     return upstream
 

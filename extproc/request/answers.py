@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.api.codecs import dumps_exact, loads_exact
-from extproc.api.views import unwrap, wrap
+from extproc.api.views import unwrap
 from extproc.decisions import CONTINUE, UPSTREAM_STATUS, VERDICT, Continue, Decision
 from extproc.errors import ProxyException
 from extproc.request.endings import Ending
@@ -33,9 +33,9 @@ async def buffered_answer(request: RequestState, ending: Ending, body: bytes) ->
     renamed = request.public_model is not None and response.get("model") != request.public_model
     if renamed:
         response["model"] = request.public_model  # the client sees the name it asked for
-    view = wrap(response)
+    view = request.family.answer_view(response)
     if success_hooks:
-        view = await chain.post_call_success(request.data, request.user, view)
+        view = await chain.post_call_success(request.data, request.user, view, request.family.answer_view)
     final = unwrap(view)
     decision = Continue(metadata=metadata)
     if (pristine is not None and final != pristine) or (pristine is None and renamed):

@@ -236,7 +236,11 @@ class Session:
         # A request's choice of guardrails is for the hooks, never for the upstream.
         stripped = selection.KEY in data
         from_body = selection.take_body_selection(data) if stripped else []
-        sent = admission.client_values(data)
+        if family.metadata_key != "metadata":  # the client's own metadata: its selection taken out now
+            from_metadata = selection.take_metadata_selection(data)
+            if from_metadata is not None:
+                from_body, stripped = [*from_metadata, *from_body], True
+        sent = admission.client_values(family, data)
         stripped = selection.upstream_metadata(sent) or stripped
         pre_call = chain.has(HookKind.PRE_CALL)
         pristine = family.codec.decode(body, content_type) if pre_call else None  # to compare with
@@ -264,7 +268,7 @@ class Session:
         applied = selection.applied_guardrails(data)
         if applied:  # Envoy's config turns it into the answer's x-litellm-applied-guardrails
             metadata[APPLIED_GUARDRAILS] = applied
-        upstream = admission.upstream_data(data, sent)
+        upstream = admission.upstream_data(family, data, sent)
         if route:
             upstream["model"] = upstream_model
         unchanged = not stripped and (

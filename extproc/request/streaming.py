@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from extproc.api.family import ApiFamily
-from extproc.api.sse import Event, SSEDecoder, encode_json
+from extproc.api.sse import Event, SSEDecoder
 from extproc.api.views import unwrap, wrap
 from extproc.decisions import CONTINUE, DEFERRED, UPSTREAM_STATUS, Continue, Deferred, Outbox
 from extproc.errors import HookFailed, SSEError, describe
@@ -64,8 +64,10 @@ class StreamState:
         if text:
             self.text += text
         usage = self.family.usage(chunk)
-        if usage:
-            self.usage = usage
+        if usage:  # a family may report usage in parts (Messages: input first, output at the end)
+            self.usage.update(usage)
+            if "total_tokens" not in usage and "prompt_tokens" in self.usage and "completion_tokens" in usage:
+                self.usage["total_tokens"] = self.usage["prompt_tokens"] + usage["completion_tokens"]
         if self.model is None:
             self.model = chunk.get("model")
         if self.rename is not None and chunk.get("model") not in (None, self.rename):
@@ -158,7 +160,7 @@ class StreamRewriter:
                 continue
             renamed = self.state.observe(chunk)
             if (self.rewrite and await self.state.per_chunk(chunk)) or renamed:
-                parts.append(_bounded(encode_json(chunk), self._max_event))
+                parts.append(_bounded(self.state.family.encode_event(chunk, event.event), self._max_event))
             else:
                 parts.append(event.raw)
         out = b"".join(parts)
@@ -174,6 +176,7 @@ class StreamPump:
         "_decoder",
         "_done",
         "_ending",
+        "_frames",
         "_max_held",
         "_originals",
         "_outbox",
@@ -197,10 +200,11 @@ class StreamPump:
         self._max_held = max_held_bytes
         self._decoder = SSEDecoder(max_held_bytes)
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._originals: dict[int, tuple[bytes, JSONDict]] = {}
+        self._originals: dict[int, tuple[bytes, JSONDict, str | None]] = {}
         self._bytes_in = self._bytes_out = 0
         self._done = False
         self._rewrite = bool(state.hooks)
+        self._frames = state.family.hook_frames
         iterator = state.chain.streaming_iterator(state.user, self._source(), request_data)
         self._task = asyncio.get_running_loop().create_task(self._run(iterator))
 
@@ -234,14 +238,21 @@ class StreamPump:
                 if not event.done:  # comments and unknown events go on as they came; [DONE] is ours to send
                     await self._send(_terminated(event.raw))
                 continue
+            if self._frames:  # the hooks get the frame's bytes (Messages), after it is observed
+                self.state.observe(chunk)
+                yield _terminated(event.raw)
+                continue
             original = event.json()  # before any rename, so a renamed chunk is re-encoded
             self.state.observe(chunk)
-            self._originals[id(chunk)] = (event.raw, original)
+            self._originals[id(chunk)] = (event.raw, original, event.event)
             yield wrap(chunk)
 
     async def _run(self, iterator: AsyncIterator[Any]) -> None:
         try:
             async for item in iterator:
+                if isinstance(item, bytes | bytearray) and self._frames:  # what a hook yields goes out
+                    await self._send(bytes(item))
+                    continue
                 chunk = unwrap(item)
                 if not isinstance(chunk, dict):
                     log.warning(
@@ -253,7 +264,8 @@ class StreamPump:
                 if original is not None and not changed and chunk == original[1]:
                     await self._send(_terminated(original[0]))
                 else:
-                    await self._send(encode_json(chunk))
+                    name = original[2] if original is not None else None
+                    await self._send(self.state.family.encode_event(chunk, name))
             await self._finish(self.state.family.end_of_stream())
         except HookFailed as failure:
             log.warning("stream ended by %s: %r", failure.label, failure.cause)

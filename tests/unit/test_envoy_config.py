@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from extproc.api.endpoints import ENDPOINT_PATHS
 from extproc.envoy import envoy_config
 from extproc.envoy.envoy_config import Upstream
 from extproc.request import pipeline
@@ -122,8 +123,9 @@ def test_pre_call_only_asks_for_request_phases(tmp_path):
     assert filter_config["metadata_options"]["receiving_namespaces"]["untyped"] == [
         envoy_config.METADATA_NAMESPACE
     ]
-    llm_route, other = forwarding(hcm["route_config"]["virtual_hosts"][0]["routes"])
-    assert "typed_per_filter_config" not in llm_route
+    *llm_routes, other = forwarding(hcm["route_config"]["virtual_hosts"][0]["routes"])
+    assert len(llm_routes) == len(ENDPOINT_PATHS)
+    assert all("typed_per_filter_config" not in route for route in llm_routes)
     assert other["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["disabled"] is True
 
 
@@ -191,15 +193,22 @@ def test_routing_gives_each_api_base_a_cluster_and_a_header_route(tmp_path):
     bootstrap = generate(built)
     hcm, _ = ext_proc(bootstrap)
     routes = forwarding(hcm["route_config"]["virtual_hosts"][0]["routes"])
-    assert [r["name"] for r in routes] == ["deployment_east", "deployment_west", "llm_api", "pass_through"]
+    names = [r["name"] for r in routes]
+    endpoints = [path.strip("/").replace("/", "_") for path in ENDPOINT_PATHS]
+    assert names == [
+        *(f"deployment_east_{e}" for e in endpoints),
+        *(f"deployment_west_{e}" for e in endpoints),
+        *(f"llm_{e}" for e in endpoints),
+        "pass_through",
+    ]
     assert routes[0]["match"]["headers"] == [
         {"name": "x-llm-deployment", "string_match": {"exact": "east"}},
         {"name": ":method", "string_match": {"exact": "POST"}},
     ]
-    assert routes[1]["route"]["host_rewrite_literal"] == "west.example.com"
+    assert routes[len(endpoints)]["route"]["host_rewrite_literal"] == "west.example.com"
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
     assert {"deployment_0", "deployment_1"} <= clusters.keys()
-    assert "transport_socket" in clusters[routes[1]["route"]["cluster"]]
+    assert "transport_socket" in clusters[routes[len(endpoints)]["route"]["cluster"]]
     result = validate(tmp_path, bootstrap)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -215,7 +224,7 @@ def test_one_message_mode_skips_request_headers_and_validates(tmp_path):
     names = [f["name"] for f in hcm["http_filters"]]
     assert names.index("envoy.filters.http.header_to_metadata") < names.index(envoy_config.EXT_PROC_FILTER)
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    assert len([r for r in routes if r["name"].startswith("llm_")]) == 6
+    assert len([r for r in routes if r["name"].startswith("llm_")]) == len(ENDPOINT_PATHS)
     assert validate(tmp_path, bootstrap).returncode == 0
 
 

@@ -32,9 +32,11 @@ def hooked(e2e_stack):
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("POST", "/v1/responses"),
-        ("POST", "/v1/messages"),
-        ("POST", "/anthropic/v1/messages"),
+        ("POST", "/v1/Responses"),
+        ("POST", "/v1/messages;x=1"),
+        ("POST", "/Anthropic/v1/messages"),
+        ("PUT", "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens"),
         ("POST", "/v1/Chat/Completions"),
         ("POST", "/V1/CHAT/COMPLETIONS"),
         ("POST", "/v1/chat/completions;x=1"),
@@ -45,8 +47,8 @@ def hooked(e2e_stack):
     ],
 )
 def test_near_variants_of_llm_endpoints_are_refused(hooked, assert_error, method, path):
-    """M4. A near-variant of an LLM endpoint (another case, `;params`, `%20`, Responses or Messages paths
-    not hooked yet, another method) is refused with an error and never reaches the upstream unhooked."""
+    """M4. A near-variant of an LLM endpoint (another case, `;params`, `%20`, another method, a Messages
+    path the hooks do not cover) is refused with an error and never reaches the upstream unhooked."""
     hooked.mock_clear()
     with httpx.Client(base_url=hooked.url, trust_env=False, timeout=10) as client:
         response = client.request(method, path, json=CHAT)
@@ -62,6 +64,26 @@ def test_the_hooked_endpoint_and_bodyless_reads_still_pass(hooked):
     assert hooked.mock_last()["json"]["model"] == "hooked"
     hooked.http.get("/v1/chat/completions/chatcmpl-123")
     assert any(r["path"].startswith("/v1/chat/completions/") for r in hooked.mock_requests())
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"model": "m", "input": "hi"}),
+        ("/responses", {"model": "m", "input": "hi"}),
+        ("/v1/messages", {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+        (
+            "/anthropic/v1/messages",
+            {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+        ),
+    ],
+)
+def test_agent_endpoints_go_through_the_hooks(hooked, path, body):
+    """M4. The Responses and Messages endpoints, on every mount, reach the upstream only through the hooks."""
+    hooked.mock_clear()
+    response = hooked.http.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert hooked.mock_last()["json"]["model"] == "hooked"
 
 
 ROUTED = """
