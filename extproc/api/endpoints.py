@@ -49,7 +49,6 @@ def path_regex(suffix: str) -> str:
     return r"^({})/?$".format("|".join(spellings))
 
 
-
 class RouteTable:
     """Built once per config; `match` is a dict lookup after stripping the query and `/v1`."""
 

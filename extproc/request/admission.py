@@ -29,6 +29,8 @@ OTHER_SIDECAR_KEYS = ("litellm_metadata", "litellm_call_id", "proxy_server_reque
 def sidecar_keys(family: ApiFamily) -> tuple[str, ...]:
     """The keys of `data` the sidecar owns on this family's requests."""
     return ("metadata", *OTHER_SIDECAR_KEYS) if family.metadata_key == "metadata" else OTHER_SIDECAR_KEYS
+
+
 # The default credential headers; `extproc.auth.credential_headers` adds to them (RequestState passes them).
 SECRET_HEADERS = frozenset(CREDENTIAL_HEADERS)
 # The keys the sidecar sets in `metadata` for hooks (LiteLLM's names), and the ones LiteLLM's proxy or our
