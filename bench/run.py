@@ -285,7 +285,7 @@ def _measure(case: Case, redis_url: str | None) -> dict[str, Any]:
     progress(f"{case.name}: starting Envoy + sidecar{' + mock-upstream' if direct_port is None else ''}")
     config_path = _config(case, run_dir, redis_url)
     with BenchStack(config_path, run_dir=run_dir, ext_proc=case.ext_proc, direct_port=direct_port) as stack:
-        url = stack.url + PATH
+        url = stack.url + case.path
         pids = _pids(stack)
         chunks = smoke(case, url)
         budget = Budget(BASELINE_NOISE_BUDGET_S if case.name == BASELINE else CASE_NOISE_BUDGET_S)

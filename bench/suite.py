@@ -11,6 +11,7 @@ from typing import Literal
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 CHAT_BODY = CASES_DIR / "chat.json"
 STREAM_BODY = CASES_DIR / "chat-stream.json"
+MESSAGES_STREAM_BODY = CASES_DIR / "messages-stream.json"
 USER_BODY = CASES_DIR / "chat-user.json"
 BENCH_KEY = "authorization: Bearer sk-bench"
 PATH = "/v1/chat/completions"
@@ -18,6 +19,7 @@ BASELINE = "envoy-alone"
 STREAM_CHUNKS = 20
 # What case stream-per-chunk's hook puts in every chunk (bench/cases/stream_per_chunk.py).
 STREAM_REPLACEMENT = b'"content":"[bench]"'
+MESSAGES_REPLACEMENT = b'"text":"[bench]"'
 
 Upstream = Literal["direct", "mock"]
 
@@ -57,6 +59,7 @@ class Case:
     stream_chunks: int = 0  # > 0: report sidecar CPU per chunk
     targets: tuple[Target, ...] = ()
     redis: bool = False  # True: a real Valkey is started and `{cache}` in the config points at it
+    path: str = PATH  # the endpoint every request of the case goes to
 
     @property
     def config_path(self) -> Path:
@@ -180,5 +183,20 @@ CASES: tuple[Case, ...] = (
         "case 11 without the unselected guardrail (the difference is what an unselected one costs)",
         "guardrails-selected.yaml",
         targets=(RSS,),
+    ),
+    Case(
+        13,
+        "stream-messages-per-event",
+        f"streamed Anthropic Messages (POST /v1/messages), {STREAM_CHUNKS} text events from mock-upstream, "
+        "async_post_call_streaming_hook replaces each event's text (target: per event, no more than case "
+        "stream-per-chunk per chunk)",
+        "stream-messages-per-event.yaml",
+        upstream="mock",
+        body=MESSAGES_STREAM_BODY,
+        headers=(f"x-mock-chunks: {STREAM_CHUNKS}",),
+        expect=MESSAGES_REPLACEMENT,
+        stream_chunks=STREAM_CHUNKS,
+        targets=(Target("sidecar_cpu_us_per_chunk", "<=", 100, "µs/chunk"), RSS),
+        path="/v1/messages",
     ),
 )

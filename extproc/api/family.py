@@ -93,8 +93,8 @@ class ApiFamily(Protocol):
         """The text a stream event adds."""
         ...
 
-    def set_chunk_text(self, chunk: JSONDict, text: str) -> None:
-        """Replace the text a stream event adds."""
+    def set_chunk_text(self, chunk: JSONDict, text: str) -> bool | None:
+        """Replace the text a stream event adds; False when the event was left as it was."""
         ...
 
     def encode_event(self, chunk: JSONDict, name: str | None) -> bytes:

@@ -110,10 +110,13 @@ class AnthropicMessages(OpenAIFamily):
         text = delta.get("text") if isinstance(delta, dict) and delta.get("type") == "text_delta" else None
         return text if isinstance(text, str) else None
 
-    def set_chunk_text(self, chunk: JSONDict, text: str) -> None:
+    def set_chunk_text(self, chunk: JSONDict, text: str) -> bool:
+        """Only a text delta has text to replace: other events stay as they came (False)."""
         delta = chunk.get("delta")
-        if chunk.get("type") == "content_block_delta" and isinstance(delta, dict):
-            delta["text"] = text
+        if self.chunk_text(chunk) is None or not isinstance(delta, dict) or delta["text"] == text:
+            return False
+        delta["text"] = text
+        return True
 
     def encode_event(self, chunk: JSONDict, name: str | None) -> bytes:
         return encode_named(name or str(chunk.get("type") or "message"), chunk)

@@ -140,7 +140,7 @@ class OpenAIFamily:
         text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
         return text if isinstance(text, str) else None
 
-    def set_chunk_text(self, chunk: JSONDict, text: str) -> None:
+    def set_chunk_text(self, chunk: JSONDict, text: str) -> bool | None:
         choices = chunk.get("choices")
         if not choices or not isinstance(choices[0], dict):
             chunk["choices"] = choices = [{"index": 0, "delta": {}}]
@@ -151,6 +151,7 @@ class OpenAIFamily:
             choice["text"] = text
         else:
             choice["delta"] = {"content": text}
+        return True
 
     def encode_event(self, chunk: JSONDict, name: str | None) -> bytes:
         return encode_json(chunk)

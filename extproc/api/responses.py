@@ -92,9 +92,12 @@ class Responses(OpenAIFamily):
         text = chunk.get("delta") if chunk.get("type") == TEXT_DELTA else None
         return text if isinstance(text, str) else None
 
-    def set_chunk_text(self, chunk: JSONDict, text: str) -> None:
-        if chunk.get("type") == TEXT_DELTA:
-            chunk["delta"] = text
+    def set_chunk_text(self, chunk: JSONDict, text: str) -> bool:
+        """Only a text delta has text to replace: other events stay as they came (False)."""
+        if chunk.get("type") != TEXT_DELTA or chunk.get("delta") == text:
+            return False
+        chunk["delta"] = text
+        return True
 
     def encode_event(self, chunk: JSONDict, name: str | None) -> bytes:
         return encode_named(name or str(chunk.get("type") or "message"), chunk)

@@ -318,7 +318,7 @@ class HookChain:
         user_api_key_dict: Any,
         text: str,
         chunk: JSONDict,
-        set_text: Callable[[JSONDict, str], None],
+        set_text: Callable[[JSONDict, str], bool | None],
         hooks: tuple[Hook, ...] | None = None,
     ) -> bool:
         """Per-chunk hooks in order on the text so far; True when the last replacement changed `chunk`.
@@ -330,9 +330,8 @@ class HookChain:
                 replacement = result
         if replacement is None:
             return False
-        if isinstance(replacement, str):
-            set_text(chunk, replacement)
-            return True
+        if isinstance(replacement, str):  # a family may have no text to replace in this event
+            return set_text(chunk, replacement) is not False
         value = unwrap(replacement)
         if isinstance(value, dict):
             chunk.clear()

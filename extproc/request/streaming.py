@@ -68,10 +68,14 @@ class StreamState:
             self.usage.update(usage)
             if "total_tokens" not in usage and "prompt_tokens" in self.usage and "completion_tokens" in usage:
                 self.usage["total_tokens"] = self.usage["prompt_tokens"] + usage["completion_tokens"]
+        # The model is the chunk's own (chat), or its message's or response's (Messages' `message_start`,
+        # Responses' `response.*` events).
+        inner = chunk.get("message") or chunk.get("response")
+        holder = chunk if "model" in chunk or not isinstance(inner, dict) else inner
         if self.model is None:
-            self.model = chunk.get("model")
-        if self.rename is not None and chunk.get("model") not in (None, self.rename):
-            chunk["model"] = self.rename
+            self.model = holder.get("model")
+        if self.rename is not None and holder.get("model") not in (None, self.rename):
+            holder["model"] = self.rename
             return True
         return False
 

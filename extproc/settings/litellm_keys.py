@@ -237,7 +237,11 @@ KEY_RULES: tuple[KeyRule, ...] = (
         "general_settings.disable_retry_on_max_parallel_request_limit_error", _I, "the sidecar never retries"
     ),
     KeyRule("general_settings.disable_master_key_return", _I, _UI),
-    KeyRule("general_settings.disable_responses_id_security", _I, "/v1/responses is not hooked yet"),
+    KeyRule(
+        "general_settings.disable_responses_id_security",
+        _I,
+        "a stored response's GET goes upstream as any read; the upstream checks who may read it",
+    ),
     KeyRule("general_settings.key_management_system", _I, "use os.environ/NAME values"),
     KeyRule("general_settings.key_management_settings", _I, "use os.environ/NAME values"),
     KeyRule("general_settings.use_azure_key_vault", _I, "use os.environ/NAME values"),

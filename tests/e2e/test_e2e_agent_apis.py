@@ -121,12 +121,14 @@ def stack(e2e_stack):
 
 @pytest.fixture()
 def oai(stack):
-    return openai.OpenAI(base_url=stack.url + "/v1", api_key=SDK_KEY, max_retries=0)
+    with openai.OpenAI(base_url=stack.url + "/v1", api_key=SDK_KEY, max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture()
 def claude(stack):
-    return anthropic.Anthropic(base_url=stack.url, api_key=SDK_KEY, max_retries=0)
+    with anthropic.Anthropic(base_url=stack.url, api_key=SDK_KEY, max_retries=0) as client:
+        yield client
 
 
 def act(action: str) -> dict[str, str]:
@@ -271,8 +273,8 @@ def test_messages_buffered_passes_and_metadata_goes_upstream_as_sent(stack, clau
 
 
 def test_messages_on_the_anthropic_mount(stack):
-    client = anthropic.Anthropic(base_url=stack.url + "/anthropic", api_key=SDK_KEY, max_retries=0)
-    answer = ask(client, "via the mount", extra_headers=act("rewrite"))
+    with anthropic.Anthropic(base_url=stack.url + "/anthropic", api_key=SDK_KEY, max_retries=0) as client:
+        answer = ask(client, "via the mount", extra_headers=act("rewrite"))
     assert answer.content[0].text == "[mock:claude-sonnet] rewritten question"
 
 

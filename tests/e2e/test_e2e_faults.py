@@ -150,6 +150,19 @@ def test_sidecar_killed_fails_closed_with_an_envelope_and_recovers(closed):
     sidecar.signal(signal.SIGKILL)
     sidecar.process.wait(10)
     assert_envelope(post(closed), 503, "llm-extproc is unavailable")
+    # Envoy's own reply on an Anthropic route is in Anthropic's error shape.
+    messages = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    for path in ("/v1/messages", "/anthropic/v1/messages"):
+        response = closed.http.post(path, json=messages)
+        assert response.status_code == 503, response.text
+        assert response.json() == {
+            "type": "error",
+            "error": {
+                "type": "api_error",
+                "message": "llm-extproc is unavailable: the request was not processed",
+            },
+        }
+    assert not any(r["path"].endswith("/messages") for r in closed.mock_requests())
     restart(closed)
     closed.mock_clear()
     assert post(closed).status_code == 200

@@ -147,7 +147,8 @@ def stack(e2e_stack):
 
 @pytest.fixture()
 def client(stack):
-    return openai.OpenAI(base_url=stack.url + "/v1", api_key="sk-test", max_retries=0)
+    with openai.OpenAI(base_url=stack.url + "/v1", api_key="sk-test", max_retries=0) as sdk:
+        yield sdk
 
 
 def upstream_body(stack) -> dict[str, Any]:

@@ -35,6 +35,10 @@ EMBEDDINGS = "/v1/embeddings"
 IMAGES = "/v1/images/generations"
 MODERATIONS = "/v1/moderations"
 AUDIO = "/v1/audio/transcriptions"
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+ANTHROPIC = "/anthropic/v1/messages"
+ANTHROPIC_PATHS = (MESSAGES, ANTHROPIC)
 INVALID = "Invalid JSON payload"
 TOO_LARGE = f"Request body too large: the limit is {LIMIT} bytes"
 REQ = "invalid_request_error"
@@ -127,7 +131,7 @@ def chat(*fields: bytes) -> bytes:
 
 def sized(size: int, path: str = CHAT) -> bytes:
     """A valid body of exactly `size` bytes for `path`."""
-    key = {CHAT: "messages", EMBEDDINGS: "input"}[path]
+    key = {CHAT: "messages", EMBEDDINGS: "input", RESPONSES: "input", MESSAGES: "messages"}[path]
     base: dict[str, Any] = {"model": "m", key: [{"role": "user", "content": ""}] if key == "messages" else ""}
     filler = "x" * (size - len(orjson.dumps(base)))
     if key == "messages":
@@ -967,6 +971,82 @@ CASES: list[Case] = [
     ),
     Case(
         "get-is-not-hooked", "path", b"{", method="GET", upstream="exact", response_has=(b'"method":"GET"',)
+    ),
+    # ---- the Responses and Messages APIs: malformed items, wrong block types, huge inputs ----
+    invalid("responses-truncated", "agent-apis", b'{"model":"m","input":[{"role":"user",', path=RESPONSES),
+    invalid("messages-truncated", "agent-apis", b'{"model":"m","messages":[', path=MESSAGES),
+    invalid("messages-array-body", "agent-apis", b"[1]", "got an array", path=ANTHROPIC),
+    refused(
+        "responses-input-a-number",
+        "agent-apis",
+        b'{"model":"m","input":42}',
+        400,
+        "input",
+        "/responses: Invalid type for 'input': expected a string or an array.",
+        path=RESPONSES,
+    ),
+    refused(
+        "messages-without-messages",
+        "agent-apis",
+        b'{"model":"m","max_tokens":8}',
+        400,
+        "messages",
+        "messages: Field required",
+        path=MESSAGES,
+    ),
+    refused(
+        "messages-system-a-number",
+        "agent-apis",
+        b'{"model":"m","max_tokens":8,"system":5,' + MSGS + b"}",
+        400,
+        "system",
+        "system: Input should be a string or an array of content blocks",
+        path=MESSAGES,
+    ),
+    refused(
+        "messages-max-tokens-a-boolean",
+        "agent-apis",
+        b'{"model":"m","max_tokens":true,' + MSGS + b"}",
+        400,
+        "max_tokens",
+        "max_tokens: Input should be an integer",
+        path=ANTHROPIC,
+    ),
+    forwarded(  # the upstream judges items it knows; the sidecar reads what it can and passes the rest
+        "responses-malformed-items",
+        "agent-apis",
+        b'{"model":"m","input":[1,null,"x",{"type":"weird"},{"role":"user","content":[7,{"type":"input_text"}]}]}',
+        path=RESPONSES,
+    ),
+    forwarded(
+        "messages-wrong-block-types",
+        "agent-apis",
+        b'{"model":"m","max_tokens":8,"messages":[{"role":"user","content":[5,{"type":"image","source":"x"},'
+        b'{"type":"text","text":7},{"type":"tool_result","content":{"a":1}}]}]}',
+        path=MESSAGES,
+    ),
+    forwarded("responses-at-limit", "agent-apis", sized(LIMIT, RESPONSES), path=RESPONSES),
+    refused(
+        "responses-over-limit", "agent-apis", sized(LIMIT + 1, RESPONSES), 413, "request_body", TOO_LARGE,
+        path=RESPONSES,
+    ),
+    refused(
+        "messages-300k-chunked", "agent-apis", sized(300_000, MESSAGES), 413, "request_body", TOO_LARGE,
+        path=MESSAGES, chunked=True,
+    ),
+    rewritten(
+        "responses-rewritten",
+        "agent-apis",
+        b'{"model":"m","input":"hi","metadata":{"k":"v"}}',
+        {"model": "rw", "input": "hi", "metadata": {"k": "v"}},
+        path=RESPONSES,
+    ),
+    rewritten(
+        "messages-rewritten-keeps-client-metadata",
+        "agent-apis",
+        b'{"model":"m","max_tokens":8,"metadata":{"user_id":"u"},' + MSGS + b"}",
+        {"model": "rw", "max_tokens": 8, "metadata": {"user_id": "u"}, "messages": MSGS_JSON},
+        path=ANTHROPIC,
     ),
     # ---- upstream answers that are not JSON, with success and failure hooks configured ----
     answered("text-200"),

@@ -25,9 +25,10 @@ import httpx
 import pytest
 from helpers import poll as wait_for
 
+from extproc.api.anthropic import error_type as anthropic_error_type
 from extproc.devtools.dev import Child
 
-from .table import CASES, UNSET, Case, by_category, render
+from .table import ANTHROPIC_PATHS, CASES, UNSET, Case, by_category, render
 from .upstream import ANSWERS, HEADER, READY
 
 pytestmark = pytest.mark.e2e
@@ -37,12 +38,12 @@ KEY = "sk-hostile-corpus"
 PARALLEL_LIMIT = 1000
 DEADLINE_S = 10.0
 HOOKS = """
-from extproc import CustomLogger
+from extproc import CustomLogger, sidecar_metadata
 
 
 class Hostile(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
-        model = data["metadata"]["headers"].get("x-rewrite-model")
+        model = sidecar_metadata(data)["headers"].get("x-rewrite-model")
         if model is not None:
             data["model"] = model
 
@@ -170,6 +171,11 @@ def check_envelope(response: httpx.Response, body: bytes, case: Case) -> None:
     assert case.error is not None
     assert response.headers.get("content-type", "").startswith("application/json"), (response.headers, body)
     document = json.loads(body)
+    if case.path in ANTHROPIC_PATHS:  # Anthropic's shape, with Anthropic's type for the status
+        assert document["type"] == "error" and set(document) == {"type", "error"}, document
+        assert document["error"]["type"] == anthropic_error_type(case.status), document
+        assert case.error.fragment in document["error"]["message"], document
+        return
     assert set(document) == {"error"}, document
     error = document["error"]
     assert ENVELOPE_KEYS <= set(error) <= {*ENVELOPE_KEYS, "provider_specific_fields"}, error
