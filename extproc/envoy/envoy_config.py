@@ -83,10 +83,12 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
     """The ext_proc HTTP filter as the sidecar needs it (also the Istio EnvoyFilter's patch value)."""
     settings = pipeline.config.sidecar
     message_timeout_ms = settings.hook_timeout_ms + MESSAGE_TIMEOUT_MARGIN_MS
-    metadata: dict[str, Any] = {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}}
+    receiving = [METADATA_NAMESPACE]
     forwarded = list(settings.auth.namespaces)
     if settings.forward_headers is not None:
         forwarded.append(FORWARDED_HEADERS_NAMESPACE)
+        receiving.append(FORWARDED_HEADERS_NAMESPACE)  # the sidecar overwrites the credentials there
+    metadata: dict[str, Any] = {"receiving_namespaces": {"untyped": receiving}}
     if forwarded:
         metadata["forwarding_namespaces"] = {"untyped": forwarded}
     return {
@@ -139,8 +141,17 @@ def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
     ]
 
 
+HEADER_TO_METADATA_FILTER = "envoy.filters.http.header_to_metadata"
+FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+
 def _disabled() -> dict[str, Any]:
-    return {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
+    """What a route that bypasses the sidecar turns off: ext_proc, and the copy of headers (credentials
+    among them) into Envoy's metadata, which only the sidecar's routes need and only its answer scrubs."""
+    return {
+        EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True},
+        HEADER_TO_METADATA_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
+    }
 
 
 def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any]:
@@ -266,7 +277,7 @@ def header_to_metadata_filter(headers: tuple[str, ...]) -> dict[str, Any]:
         for header in headers
     ]
     return {
-        "name": "envoy.filters.http.header_to_metadata",
+        "name": HEADER_TO_METADATA_FILTER,
         "typed_config": {"@type": HEADER_TO_METADATA_TYPE, "request_rules": rules},
     }
 

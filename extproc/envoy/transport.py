@@ -28,7 +28,7 @@ from extproc.decisions import METADATA_NAMESPACE, Continue, Decision, Deferred, 
 from extproc.request.pipeline import Pipeline
 from extproc.request.session import Session
 from extproc.telemetry import metrics
-from extproc.types import Headers, Phase
+from extproc.types import FORWARDED_HEADERS_NAMESPACE, Headers, Phase
 
 log = logging.getLogger("extproc.transport")
 
@@ -82,9 +82,16 @@ def _common(decision: Continue) -> Any:
 
 
 def _set_metadata(response: Any, metadata: dict[str, Any] | None) -> Any:
+    """The decision's metadata in the sidecar's namespace; what it says of the forwarded headers
+    (`FORWARDED_HEADERS_NAMESPACE`, one-message mode) in theirs, where Envoy merges it over them."""
     if metadata:
         struct = struct_pb2.Struct()
-        struct.update({METADATA_NAMESPACE: {k: v for k, v in metadata.items() if v is not None}})
+        own = {k: v for k, v in metadata.items() if v is not None and k != FORWARDED_HEADERS_NAMESPACE}
+        namespaces: dict[str, Any] = {METADATA_NAMESPACE: own}
+        forwarded = metadata.get(FORWARDED_HEADERS_NAMESPACE)
+        if forwarded:
+            namespaces[FORWARDED_HEADERS_NAMESPACE] = forwarded
+        struct.update(namespaces)
         response.dynamic_metadata.CopyFrom(struct)
     return response
 

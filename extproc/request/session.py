@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from extproc.api.openai import INTERNAL_ERROR
@@ -41,6 +42,7 @@ from extproc.request.routing import DEPLOYMENT_HEADER
 from extproc.request.routing import route as route_to
 from extproc.request.state import RequestState
 from extproc.request.streaming import StreamPump, StreamRewriter, StreamState
+from extproc.settings.auth import hashed_credentials
 from extproc.telemetry import metrics
 from extproc.telemetry.logs import bind_request_id
 from extproc.types import (
@@ -66,11 +68,20 @@ NO_ENDPOINT = (
 Route = tuple[tuple[str, str], ...]
 
 
+def _with_forwarded(decision: Decision, scrub: dict[str, str]) -> Decision:
+    """`decision` also overwriting the forwarded credentials in Envoy's metadata with their hashes."""
+    if isinstance(decision, Deferred):
+        return decision
+    metadata = {**(decision.metadata or {}), FORWARDED_HEADERS_NAMESPACE: scrub}
+    return replace(decision, metadata=metadata)
+
+
 class Session:
     """The control flow of one request, from its headers to its last response byte."""
 
     __slots__ = (
         "_answer",
+        "_scrub",
         "_started",
         "_stream_metadata",
         "ending",
@@ -102,6 +113,7 @@ class Session:
         self._answer: Any = None  # the success view the response-header hooks see
         self._started = False  # the request's headers came (or were synthesised in one-message mode)
         self._stream_metadata = stream_metadata  # the gRPC stream's initial metadata (one-message mode)
+        self._scrub: dict[str, str] | None = None  # forwarded credentials, hashed (one-message mode)
 
     async def handle(self, phase: Phase, message: Message) -> tuple[Decision, bool]:
         """The answer to one ext_proc message, and whether Envoy sends another one on this stream."""
@@ -126,9 +138,13 @@ class Session:
             decision = await self.ending.fail(exc)
         except Exception:
             log.exception("request %s: unexpected error in phase %s", self.request.request_id, phase)
-            return INTERNAL_ERROR
-        if self._decides_headers(phase, decision, message.end_of_stream):
-            decision = await self.ending.with_headers(decision, self._answer)
+            decision = INTERNAL_ERROR
+        else:
+            if self._decides_headers(phase, decision, message.end_of_stream):
+                decision = await self.ending.with_headers(decision, self._answer)
+        if self._scrub:  # the first answer in one-message mode, whatever it is
+            decision = _with_forwarded(decision, self._scrub)
+            self._scrub = None
         return decision
 
     async def _phase(self, phase: Phase, message: Message) -> Decision:
@@ -204,6 +220,9 @@ class Session:
         metadata = message.read_metadata()
         forwarded = metadata.pop(FORWARDED_HEADERS_NAMESPACE, None) or {}
         headers = {k: v for k, v in forwarded.items() if isinstance(v, str)}
+        # Envoy keeps what it forwarded in its dynamic metadata, where access logs and later filters read
+        # it: the answer overwrites every credential there with its key's hash (see `_decide`).
+        self._scrub = hashed_credentials(headers, self.pipeline.config.sidecar.auth.credential_headers)
         synthesised = Message({":path": endpoint, ":method": "POST", **headers}, b"", False, lambda: metadata)
         await self._request_headers(synthesised)
         if self.passthrough:

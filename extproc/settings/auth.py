@@ -114,6 +114,14 @@ def _key_in(header: str, value: str) -> str:
     return value.strip()
 
 
+def hashed_credentials(headers: Headers, credential_headers: frozenset[str]) -> dict[str, str]:
+    """Each credential header among `headers` with its value replaced by the SHA-256 of the key it holds
+    (the bearer token for `authorization`): what may stay where a raw credential must not."""
+    return {
+        name: hash_key(_key_in(name, value)) for name, value in headers.items() if name in credential_headers
+    }
+
+
 def raw_key_of(headers: Headers) -> str | None:
     """The bearer token, or `x-api-key` / `api-key` (Anthropic and Azure styles).
 

@@ -84,3 +84,66 @@ def test_other_methods_and_paths_never_reach_the_sidecar(stack):
     assert stack.http.get("/v1/chat/completions").status_code == 200  # the mock's echo
     assert stack.http.get("/v1/models").status_code == 200
     assert stack.stat("http.llm.ext_proc.streams_started") == before
+
+
+def _json_formats(node):
+    """Every access log `json_format` dict in a bootstrap."""
+    if isinstance(node, dict):
+        if "json_format" in node and isinstance(node["json_format"], dict):
+            yield node["json_format"]
+        for value in node.values():
+            yield from _json_formats(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _json_formats(value)
+
+
+def test_forwarded_credentials_leave_envoys_metadata_hashed(tmp_path, request_id):
+    """What the header-to-metadata filter copied for the sidecar stays in Envoy's dynamic metadata, where
+    access logs and later filters read it: the sidecar's answer overwrites the key with its hash."""
+    from extproc.devtools.dev import DevStack
+
+    class LoggingForwarded(DevStack):
+        def bootstrap(self, pipeline):
+            config = super().bootstrap(pipeline)
+            for fields in _json_formats(config):
+                fields["forwarded"] = "%DYNAMIC_METADATA(llm_extproc.request)%"
+            return config
+
+    (tmp_path / "h.py").write_text(HANDLER)
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    stack = LoggingForwarded(tmp_path / "config.yaml").start()
+    try:
+        import httpx
+
+        body = {"model": "m", "user": "u", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"authorization": "Bearer sk-secret-one", "x-team-id": "t", "x-request-id": request_id}
+        for path in ("/v1/chat/completions", "/v1/models-not-hooked"):
+            response = httpx.post(stack.url + path, json=body, headers=headers, timeout=10, trust_env=False)
+            assert response.status_code in (200, 404), response.text
+        refused = httpx.post(  # an error answer scrubs too
+            stack.url + "/v1/chat/completions",
+            json={"model": "m", "messages": []},
+            headers={**headers, "x-request-id": request_id + "-refused"},
+            timeout=10,
+            trust_env=False,
+        )
+        assert refused.status_code == 401
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            log = stack.access_log_path.read_text() if stack.access_log_path.exists() else ""
+            lines = [json.loads(line) for line in log.splitlines() if request_id in line]
+            if len(lines) >= 2:
+                break
+            time.sleep(0.05)
+        assert len(lines) >= 2, log
+        assert "sk-secret-one" not in log
+        hashed = hashlib.sha256(b"sk-secret-one").hexdigest()
+        for line in lines:
+            if line["path"] == "/v1/chat/completions":
+                assert line["forwarded"]["authorization"] == hashed, line
+                assert line["forwarded"]["x-team-id"] == "t"
+    finally:
+        stack.stop()
