@@ -121,8 +121,16 @@ class Ending:
         metrics.REFUSALS.labels(reason_of(exc, moderation)).inc()
         level = logging.INFO if error.status < 500 else logging.WARNING
         where = f" (in {hook})" if hook else ""
+        # A hook that crashed (not a deliberate HTTP error, not a timeout): its traceback, file and line.
+        crashed = hook is not None and not is_http_exception(exc) and not isinstance(exc, HookTimeout)
         log.log(
-            level, "request %s failed: %d %s%s", self.request.request_id, error.status, error.message, where
+            level,
+            "request %s failed: %d %s%s",
+            self.request.request_id,
+            error.status,
+            error.message,
+            where,
+            exc_info=exc if crashed else None,
         )
         metadata: dict[str, Any] = {VERDICT: "error", STATUS: error.status}
         if hook:
