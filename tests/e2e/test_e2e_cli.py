@@ -92,19 +92,21 @@ def kept_run_dir(stderr: str) -> Path:
     return Path(stderr.split("--- last lines of ")[1].split()[0]).parent
 
 
-@pytest.mark.e2e
-def test_dev_reports_a_process_that_fails_to_start(capsys):
+def test_dev_refuses_a_taken_port_before_starting_anything(capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        code = dev.run(str(EXAMPLES / "config.yaml"), port=busy.getsockname()[1])
+        port = busy.getsockname()[1]
+        code = dev.run(str(EXAMPLES / "config.yaml"), port=port)
     err = capsys.readouterr().err
     assert code == 1
-    assert "envoy exited with" in err
-    assert "Address already in use" in err  # the tail of Envoy's log
-    run_dir = kept_run_dir(err)
-    assert (run_dir / "envoy.log").is_file()  # kept for the user to read
-    shutil.rmtree(run_dir)
+    assert f"error: 127.0.0.1:{port} (Envoy's listener, --port) is not free: in use by another process" in err
+    assert "logs kept" not in err  # nothing ran, nothing to keep
+
+
+def logs_kept_in(stderr: str) -> Path:
+    """The run folder `dev` names when it stops: its logs stay for the user to read."""
+    return Path(stderr.split("logs kept in ")[1].split()[0])
 
 
 def free_port() -> int:
@@ -193,6 +195,11 @@ def test_dev_command_runs_and_stops_cleanly(dev_process, signum):
     assert code == 0, stderr
     assert stdout == ""  # the ready line was the only one
     assert [pid for pid in dev_process.children if alive(pid)] == []
+    assert "sidecar | llm-extproc serving on unix:" in stderr  # the sidecar's log, echoed
+    run_dir = logs_kept_in(stderr)
+    assert "serving on" in (run_dir / "sidecar.log").read_text()
+    assert (run_dir / "envoy.log").is_file() and (run_dir / "mock.log").is_file()
+    shutil.rmtree(run_dir)
 
 
 @pytest.mark.e2e
@@ -205,5 +212,6 @@ def test_dev_command_stops_when_a_child_dies(dev_process):
     assert "mock-upstream listening on" in stderr  # the tail of its log
     assert [pid for pid in dev_process.children if alive(pid)] == []
     run_dir = kept_run_dir(stderr)
+    assert logs_kept_in(stderr) == run_dir
     assert (run_dir / "mock.log").is_file()  # kept for the user to read
     shutil.rmtree(run_dir)
