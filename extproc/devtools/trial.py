@@ -21,6 +21,7 @@ import orjson
 
 import extproc
 from extproc.decisions import BodyMode, Continue, Decision, Message, Reply
+from extproc.errors import is_http_exception
 from extproc.hooks.hook import Hook
 from extproc.request import pipeline as pipeline_module
 from extproc.request.session import Session
@@ -120,8 +121,8 @@ class Trial:
         crash's traceback is at hand: its frames in the hook's files go in the report."""
         call: JSONDoc = {"hook": hook.label, "outcome": outcome}
         raised = sys.exc_info()[1]
-        if outcome.startswith("raised ") and raised is not None:
-            call["at"] = crash_site(raised)
+        if outcome.startswith("raised ") and raised is not None and not is_http_exception(raised):
+            call["at"] = crash_site(raised)  # a crash, not a deliberate refusal
         self.calls.append(call)
 
     async def _send(

@@ -274,6 +274,7 @@ async def test_iterator_hook_that_breaks_ends_the_stream_with_an_error(tmp_path)
         {
             "hook": "i.breaks.async_post_call_streaming_iterator_hook",
             "outcome": "raised ValueError: the stream hook broke",
+            "at": [f"{tmp_path / 'i.py'}:15 in async_post_call_streaming_iterator_hook"],  # a crash: where
         }
     ]
 
