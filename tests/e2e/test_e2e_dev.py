@@ -4,6 +4,7 @@ with a prefix (hook prints, a crashing hook's traceback with file and line), and
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -71,10 +72,18 @@ def test_sidecar_log_is_echoed_with_a_prefix_and_the_crash_site(tmp_path, monkey
     assert "pre-call saw gpt-3.5-turbo" in (run_dir / "sidecar.log").read_text()  # the file keeps all
 
 
-def test_programmatic_stacks_echo_nothing(tmp_path, capsys):
+def test_programmatic_stacks_echo_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(LOG_FORMAT_ENV, raising=False)  # `serve`'s default: JSON lines
     with DevStack(write_config(tmp_path)) as stack:
         assert chat(stack.url, "alice").status_code == 200
+        assert chat(stack.url, "crash").status_code == 500
         run_dir = stack.run_dir
+        # logged before the reply left the sidecar, so it is in the file once the client has its 500
+        records = [
+            json.loads(line) for line in stack.children["sidecar"].output().splitlines() if line[:1] == "{"
+        ]
+    (failure,) = [r for r in records if "failed: 500 boom" in r["message"]]
+    assert f'File "{tmp_path / "printer.py"}", line 8, in async_pre_call_hook' in failure["exc"]
     captured = capsys.readouterr()
     assert "sidecar |" not in captured.out + captured.err
     assert not run_dir.exists()  # no run_dir given: removed
