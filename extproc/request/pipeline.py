@@ -17,6 +17,7 @@ from extproc.request.routing import Router
 from extproc.settings import config as config_module
 from extproc.settings.config import Config, ConfigError
 from extproc.state.cache import DualCache
+from extproc.telemetry import metrics
 from extproc.types import FORWARDED_HEADERS_NAMESPACE, HookKind, Phase
 
 # The longest Envoy may be asked to wait for one answer (`max_message_timeout` in the generated config).
@@ -85,6 +86,7 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
     if router is not None and not router.targets:
         raise ConfigError(f"{config.path}: extproc.routing: true needs a model_list")
     cost.use_prices(config.model_list)
+    metrics.use_models(d.model_name for d in config.model_list)
     return Pipeline(
         config=config,
         chain=chain,
