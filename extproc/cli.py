@@ -134,7 +134,7 @@ def _supervise(args: argparse.Namespace, settings: SidecarSettings) -> int:
     checked = subprocess.run(check, stdout=subprocess.DEVNULL, check=False)
     if checked.returncode != 0:
         return checked.returncode  # the child printed what is wrong
-    return supervise(args.argv, settings.workers, settings.grace_seconds)
+    return supervise(args.argv, settings.workers, settings.grace_seconds, settings.metrics_address)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

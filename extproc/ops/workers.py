@@ -9,6 +9,13 @@ process: each has its own in-process cache, so counters that must be global (rat
 
 The supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker, restarts a worker that dies (after
 a backoff that grows while it keeps dying at start), and exits once every worker has exited.
+
+The workers are one scrape target: the supervisor makes a folder of its own for prometheus_client's
+multiprocess mode and starts every worker with `PROMETHEUS_MULTIPROC_DIR` naming it (set in the
+worker's environment from its start, before prometheus_client is imported there). With
+`extproc.metrics_listen` set, the supervisor serves every worker's metrics aggregated on that address; a
+worker that dies is marked dead (its live gauges dropped, its counts kept). The folder goes when the
+supervisor exits.
 """
 
 from __future__ import annotations
@@ -16,15 +23,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
+from prometheus_client import multiprocess
+
 from extproc.settings.listen import ListenAddress
+from extproc.telemetry import metrics
 
 log = logging.getLogger("extproc.workers")
 
@@ -53,9 +65,10 @@ def _stop_with_parent() -> None:
 class Worker:
     """One worker process and its restart bookkeeping."""
 
-    def __init__(self, index: int, command: list[str]) -> None:
+    def __init__(self, index: int, command: list[str], env: Mapping[str, str] | None = None) -> None:
         self.index = index
         self.command = command
+        self.env = dict(env) if env is not None else None
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.backoff_s = _BACKOFF_START_S
@@ -63,7 +76,7 @@ class Worker:
         self.restarts = 0
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, preexec_fn=_stop_with_parent)
+        self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=_stop_with_parent)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -76,11 +89,20 @@ class Worker:
 
 
 class Supervisor:
-    """Runs `count` workers, each `command + [--worker-index, i]`, until told to stop."""
+    """Runs `count` workers, each `command + [--worker-index, i]`, until told to stop. With
+    `metrics_folder`, the workers write their metrics there and a dead worker is marked dead in it."""
 
-    def __init__(self, command: Sequence[str], count: int, grace_s: float) -> None:
-        self.workers = [Worker(i, [*command, WORKER_INDEX_OPTION, str(i)]) for i in range(count)]
+    def __init__(
+        self,
+        command: Sequence[str],
+        count: int,
+        grace_s: float,
+        env: Mapping[str, str] | None = None,
+        metrics_folder: str | None = None,
+    ) -> None:
+        self.workers = [Worker(i, [*command, WORKER_INDEX_OPTION, str(i)], env) for i in range(count)]
         self.grace_s = grace_s
+        self.metrics_folder = metrics_folder
         self._stopping = threading.Event()
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -112,6 +134,7 @@ class Supervisor:
         code = worker.exited()
         if code is None:
             return
+        self._mark_dead(worker)
         if now - worker.started_at >= _STABLE_AFTER_S:
             worker.backoff_s = _BACKOFF_START_S
         log.error("worker %d exited with %s; restarting it in %.1f s", worker.index, code, worker.backoff_s)
@@ -131,9 +154,26 @@ class Supervisor:
                 log.error("worker %d did not stop within the grace period: killed", worker.index)
                 worker.process.kill()
                 worker.process.wait()
+            self._mark_dead(worker)
         return 0
 
+    def _mark_dead(self, worker: Worker) -> None:
+        """Drop a dead worker's live gauges (in flight, tasks, cache state) from the aggregate."""
+        if self.metrics_folder is not None and worker.process is not None:
+            multiprocess.mark_process_dead(worker.process.pid, self.metrics_folder)  # type: ignore[no-untyped-call]
 
-def supervise(argv: Sequence[str], count: int, grace_s: float) -> int:
-    """Start `count` workers running this same `serve` command line (`argv`, without the program)."""
-    return Supervisor([sys.executable, "-m", "extproc", *argv], count, grace_s).run()
+
+def supervise(
+    argv: Sequence[str], count: int, grace_s: float, metrics_address: ListenAddress | None = None
+) -> int:
+    """Start `count` workers running this same `serve` command line (`argv`, without the program), and
+    serve their metrics as one on `metrics_address` when set."""
+    command = [sys.executable, "-m", "extproc", *argv]
+    with tempfile.TemporaryDirectory(prefix="llm-extproc-metrics-") as folder:
+        env = {**os.environ, metrics.MULTIPROCESS_DIR_ENV: folder}
+        env.pop(metrics.AGGREGATED_PORT_ENV, None)
+        if metrics_address is not None:
+            port = metrics.serve_aggregated(str(metrics_address), folder)
+            env[metrics.AGGREGATED_PORT_ENV] = str(port)
+            log.info("metrics of all workers on http://%s:%d/metrics", metrics_address.host, port)
+        return Supervisor(command, count, grace_s, env, folder).run()
