@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from extproc.errors import HandlerError
@@ -223,6 +224,7 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="llm-extproc", description="LiteLLM-compatible call hooks for Envoy")
+    root.add_argument("--version", action="version", version=f"llm-extproc {installed_version()}")
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the ext_proc sidecar")
@@ -298,6 +300,14 @@ def parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.set_defaults(func=cmd_mock_upstream)
     return root
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject's), what `--version` and bug reports name."""
+    try:
+        return metadata.version("llm-extproc")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "unknown (not installed)"
 
 
 def _seconds(text: str) -> float:

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,8 @@ from helpers import children_of
 
 from extproc.devtools import dev
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
 
 ASYNC_HOOK = "    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):\n"
 HANDLERS = {
@@ -38,6 +41,17 @@ def write_config(folder: Path, yaml_text: str, handler_def: str | None = None) -
     path = folder / "config.yaml"
     path.write_text(yaml_text)
     return path
+
+
+def test_version_names_the_installed_release():
+    """The installed console script (what `make run` prints the path of) reports pyproject's version."""
+    script = Path(sysconfig.get_path("scripts")) / "llm-extproc"
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"llm-extproc {version}\n"
 
 
 def test_check_accepts_the_example():
