@@ -524,7 +524,25 @@ def main(argv: list[str] | None = None) -> int:
     paths = report.write_all(document, RESULTS)
     progress(f"done in {info['runtime_s']:.0f} s: {', '.join(str(p) for p in paths)}")
     asked_peer_failed = bool(args.only) and peer_result is not None and "failed" in peer_result
-    return 1 if asked_peer_failed else 0
+    failing = failed_requests(results)
+    for line in failing:
+        progress(f"FAILED: {line}")
+    return 1 if asked_peer_failed or failing else 0
+
+
+def failed_requests(results: list[dict[str, Any]]) -> list[str]:
+    """Every run of every case that had a non-2xx answer or a failed request: each fails the bench (no
+    case may lose a request under load), named with its counts."""
+    failing = []
+    for result in results:
+        for key in ("throughput", "latency", "latency_even"):
+            run = result.get(key)
+            if not isinstance(run, dict):
+                continue
+            non_2xx, failed = run.get("non_2xx") or 0, run.get("failed") or 0
+            if non_2xx or failed:
+                failing.append(f"{result['name']} {key}: {non_2xx} non-2xx, {failed} failed requests")
+    return failing
 
 
 if __name__ == "__main__":
