@@ -139,9 +139,8 @@ class Session:
         except Exception:
             log.exception("request %s: unexpected error in phase %s", self.request.request_id, phase)
             decision = INTERNAL_ERROR
-        else:
-            if self._decides_headers(phase, decision, message.end_of_stream):
-                decision = await self.ending.with_headers(decision, self._answer)
+        if decision is not INTERNAL_ERROR and self._decides_headers(phase, decision, message.end_of_stream):
+            decision = await self.ending.with_headers(decision, self._answer)
         if self._scrub:  # the first answer in one-message mode, whatever it is
             decision = _with_forwarded(decision, self._scrub)
             self._scrub = None
