@@ -51,6 +51,8 @@ import orjson
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.base_protocol import BaseProtocol
 
+from extproc.api import anthropic
+
 Json = dict[str, Any]
 
 MAX_RECORDS = 1000
@@ -107,9 +109,8 @@ def _status_error(status: int, route: str) -> web.Response:
 
 def _anthropic_error(status: int, message: str) -> web.Response:
     """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}}``, typed by status."""
-    fallback = "invalid_request_error" if status < 500 else "api_error"
-    err_type = ANTHROPIC_ERROR_TYPES.get(status, fallback)
-    return _json({"type": "error", "error": {"type": err_type, "message": message}}, status=status)
+    error = {"type": anthropic.error_type(status), "message": message}
+    return _json({"type": "error", "error": error}, status=status)
 
 
 def _int_header(request: web.Request, name: str, default: int) -> int:
@@ -513,20 +514,6 @@ JSON_ROUTES: Mapping[str, Handler] = MappingProxyType(
 # Routes that speak Anthropic's API (its error shape); also served under ANTHROPIC_MOUNT + "/v1".
 ANTHROPIC_ROUTES = frozenset({"/messages"})
 ANTHROPIC_MOUNT = "/anthropic"
-ANTHROPIC_ERROR_TYPES: Mapping[int, str] = MappingProxyType(
-    {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        402: "billing_error",
-        403: "permission_error",
-        404: "not_found_error",
-        413: "request_too_large",
-        429: "rate_limit_error",
-        500: "api_error",
-        504: "timeout_error",
-        529: "overloaded_error",
-    }
-)
 
 
 def _route_path(path: str) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from extproc.api.endpoints import DEFAULT_FAMILY
+from extproc.api.views import unwrap
 from extproc.decisions import (
     CALL_TYPE,
     FAILED_IN,
@@ -70,9 +72,9 @@ def reason_of(exc: BaseException, moderation: bool) -> str:
         return _PROXY_REASONS.get(exc.status_code, "internal")
     if isinstance(exc, HookTimeout):
         return "hook_timeout"
-    if moderation:
-        return "moderation"
-    return "hook_refusal" if is_http_exception(exc) else "hook_error"
+    if not is_http_exception(exc):
+        return "hook_error"  # a crash, in a moderation hook too: not a verdict
+    return "moderation" if moderation else "hook_refusal"
 
 
 class Ending:
@@ -85,20 +87,27 @@ class Ending:
         self.ended = False
         self._headers_added = False
 
-    def end(self, outcome: str) -> bool:
-        """Mark the request ended (once) and count how; False when it had ended already."""
+    def end(self, outcome: str, response: Any = None) -> bool:
+        """Mark the request ended (once) and count how, with its GenAI duration and token metrics;
+        False when it had ended already."""
         if self.ended:
             return False
         self.ended = True
-        call_type = self.request.call_type_label
+        request = self.request
+        call_type = request.call_type_label
         if call_type is not None:
             metrics.REQUESTS.labels(call_type, outcome).inc()
+            answer = unwrap(response)
+            usage = answer.get("usage") if isinstance(answer, dict) else None
+            model = request.public_model or (request.data or {}).get("model")
+            duration_s = (datetime.now() - request.start_time).total_seconds()
+            metrics.record_request(call_type, model, outcome, usage, duration_s)
         return True
 
     def succeeded(self, response: Any) -> None:
         """The answer went to the client whole: the success logging event."""
         request = self.request
-        if self.end("success") and request.data is not None and request.call_type is not None:
+        if self.end("success", response) and request.data is not None and request.call_type is not None:
             request.pipeline.chain.log_success(request.data, request.call_type, response, request.start_time)
 
     async def tell_failure(self, exc: BaseException) -> BaseException | None:

@@ -67,3 +67,25 @@ def test_metrics_count_the_traffic_by_name_and_value(e2e_stack):
     assert delta("llm_extproc_hook_duration_seconds_count", handler="h.h", hook="async_pre_call_hook") == 3
     assert sample(after, "llm_extproc_in_flight_requests") == 0
     assert "sk-never-in-metrics" not in after
+
+
+def test_genai_metrics_count_each_ending_with_its_tokens(e2e_stack):
+    """Every request that reached the hooks lands once in the GenAI duration histogram when it ends; a
+    success also adds its usage, by token type; a model not in model_list is labelled "other"."""
+    stack = e2e_stack(CONFIG, {"h.py": HANDLER})
+    before = scrape(stack)
+    for content in ("hi", "no"):
+        body = {"model": "m", "user": "u", "messages": [{"role": "user", "content": content}]}
+        stack.http.post("/v1/chat/completions", json=body)
+    after = scrape(stack)
+
+    def delta(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    common = {"call_type": "completion", "gen_ai_request_model": "other"}
+    assert delta("gen_ai_client_operation_duration_seconds_count", **common, outcome="success") == 1
+    assert delta("gen_ai_client_operation_duration_seconds_count", **common, outcome="error") == 1
+    for kind in ("input", "output"):
+        labels = {**common, "gen_ai_token_type": kind, "outcome": "success"}
+        assert delta("gen_ai_client_token_usage_count", **labels) == 1
+        assert delta("gen_ai_client_token_usage_sum", **labels) > 0
