@@ -26,9 +26,12 @@ ENFORCE_USER_MESSAGE = "Authentication Error, 'user' param not passed in. 'enfor
 OTHER_SIDECAR_KEYS = ("litellm_metadata", "litellm_call_id", "proxy_server_request")
 
 
+_WITH_METADATA = ("metadata", *OTHER_SIDECAR_KEYS)
+
+
 def sidecar_keys(family: ApiFamily) -> tuple[str, ...]:
     """The keys of `data` the sidecar owns on this family's requests."""
-    return ("metadata", *OTHER_SIDECAR_KEYS) if family.metadata_key == "metadata" else OTHER_SIDECAR_KEYS
+    return _WITH_METADATA if family.metadata_key == "metadata" else OTHER_SIDECAR_KEYS
 
 
 # The default credential headers; `extproc.auth.credential_headers` adds to them (RequestState passes them).

@@ -97,7 +97,7 @@ class Ending:
         call_type = request.call_type_label
         if call_type is not None:
             metrics.REQUESTS.labels(call_type, outcome).inc()
-            answer = unwrap(response)
+            answer = unwrap(response) if response is not None else None
             usage = answer.get("usage") if isinstance(answer, dict) else None
             model = request.public_model or (request.data or {}).get("model")
             duration_s = (datetime.now() - request.start_time).total_seconds()

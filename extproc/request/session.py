@@ -283,7 +283,7 @@ class Session:
             self.moderation = ModerationGate(
                 moderation, self._moderation_refused, self.outbox, pipeline.moderation_wait_s
             )
-        applied = selection.applied_guardrails(data)
+        applied = selection.applied_guardrails(data) if chain.guardrails else ""
         if applied:  # Envoy's config turns it into the answer's x-litellm-applied-guardrails
             metadata[APPLIED_GUARDRAILS] = applied
         upstream = admission.upstream_data(family, data, sent)

@@ -117,20 +117,31 @@ def record_request(
     """One ended request in the GenAI histograms: its duration, its tokens when the upstream reported
     them (a mapping or object with `prompt_tokens`/`completion_tokens` or `input_tokens`/`output_tokens`;
     nothing is recorded for a count not reported), and a stream's time to its first chunk."""
-    labels = (
+    key = (
         call_type if call_type in _CALL_TYPES else OTHER,
         model_label(model),
         outcome if outcome in OUTCOMES else OTHER,
     )
-    OPERATION_SECONDS.labels(*labels).observe(max(duration_s, 0.0))
+    children = _GENAI_CHILDREN.get(key)
+    if children is None:  # `labels()` is a lock and a dict lookup: resolved once per label set
+        children = _GENAI_CHILDREN[key] = (
+            OPERATION_SECONDS.labels(*key),
+            FIRST_TOKEN_SECONDS.labels(*key),
+            TOKEN_USAGE.labels(*key, "input"),
+            TOKEN_USAGE.labels(*key, "output"),
+        )
+    children[0].observe(max(duration_s, 0.0))
     if first_token_s is not None:
-        FIRST_TOKEN_SECONDS.labels(*labels).observe(max(first_token_s, 0.0))
+        children[1].observe(max(first_token_s, 0.0))
     if usage is None:
         return
-    for token_type, keys in (("input", _INPUT_KEYS), ("output", _OUTPUT_KEYS)):
+    for child, keys in ((children[2], _INPUT_KEYS), (children[3], _OUTPUT_KEYS)):
         count = _tokens(usage, keys)
         if count is not None:
-            TOKEN_USAGE.labels(*labels, token_type).observe(count)
+            child.observe(count)
+
+
+_GENAI_CHILDREN: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
 
 
 # Child metrics resolved once: `labels()` is a dict lookup plus a lock, worth hoisting off the hot path.
