@@ -196,7 +196,7 @@ class Ending:
         chain = request.pipeline.chain
         if self._headers_added or isinstance(decision, Deferred) or request.data is None:
             return decision
-        applied = selection.applied_guardrails(request.data)
+        applied = selection.applied_guardrails(request.data) if chain.guardrails else ""
         if not chain.has(HookKind.POST_CALL_RESPONSE_HEADERS) and not applied:
             return decision
         self._headers_added = True
