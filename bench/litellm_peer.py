@@ -76,7 +76,7 @@ CASE = Case(
     body=CHAT_BODY,
 )
 # The cases the peer is compared with (req/s ratio), when they ran.
-COMPARED = ("seed-pre-call", "seed-pre-call-one-message")
+COMPARED = ("seed-pre-call", "seed-pre-call-two-messages")
 
 
 def litellm_bin() -> Path | None:

@@ -72,10 +72,26 @@ def _describe(pipeline: Pipeline) -> str:
             f"guardrail {guardrail.name} ({entry.guardrail}; mode {', '.join(guardrail.events)}; {how}): "
             f"{', '.join(hooks) or 'logging events only'}{unified}"
         )
-    phases = phases_asked(pipeline.request_mode)
+    phases = phases_asked(pipeline.request_mode, pipeline.one_message)
     lines.append(f"enforce_user_param: {str(pipeline.config.enforce_user_param).lower()}")
     lines.append(f"phases asked of Envoy: {', '.join(phases) or 'none (LLM routes bypass the sidecar)'}")
+    if pipeline.needs_sidecar:
+        lines.append(_messages_line(pipeline))
     return "\n".join(lines)
+
+
+def _messages_line(pipeline: Pipeline) -> str:
+    """How many ext_proc messages a request takes, and why."""
+    settings = pipeline.config.sidecar
+    one, why = settings.messages_reason
+    if not one:
+        return f"messages per request: two, request headers then body ({why}); hooks see every header"
+    listed = settings.forward_headers
+    copied = "every request header" if listed is None else ", ".join(listed)
+    return (
+        f"messages per request: one, the body with the headers as Envoy metadata ({why}); hooks see {copied} "
+        "(Istio mode: two, Istio's routes cannot name the endpoint)"
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -17,7 +17,13 @@ import yaml
 
 from extproc.api.endpoints import ENDPOINT_PATHS, path_regex
 from extproc.decisions import APPLIED_GUARDRAILS, METADATA_NAMESPACE
-from extproc.envoy.local_replies import SIDECAR_ERROR_STATUS, access_log, local_replies, unhooked_llm_routes
+from extproc.envoy.local_replies import (
+    NO_BODY_KEY,
+    SIDECAR_ERROR_STATUS,
+    access_log,
+    local_replies,
+    unhooked_llm_routes,
+)
 from extproc.request.guardrail_selection import APPLIED_HEADER
 from extproc.request.modes import envoy_processing_mode
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, MESSAGE_TIMEOUT_MARGIN_MS, Pipeline
@@ -35,7 +41,8 @@ HCM_TYPE = f"{_TYPE}.filters.network.http_connection_manager.v3.HttpConnectionMa
 EXT_PROC_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExternalProcessor"
 EXT_PROC_PER_ROUTE_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute"
 ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
-HEADER_TO_METADATA_TYPE = f"{_TYPE}.filters.http.header_to_metadata.v3.Config"
+LUA_TYPE = f"{_TYPE}.filters.http.lua.v3.Lua"
+BUFFER_TYPE = f"{_TYPE}.filters.http.buffer.v3.Buffer"
 EARLY_MUTATION_TYPE = f"{_TYPE}.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 HTTP_OPTIONS_TYPE = f"{_TYPE}.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -79,13 +86,18 @@ def _duration_ms(ms: int) -> str:
     return f"{ms / 1000:.3f}s"
 
 
-def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[str, Any]:
-    """The ext_proc HTTP filter as the sidecar needs it (also the Istio EnvoyFilter's patch value)."""
+def ext_proc_filter(
+    pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER, one_message: bool | None = None
+) -> dict[str, Any]:
+    """The ext_proc HTTP filter as the sidecar needs it (also the Istio EnvoyFilter's patch value, with
+    `one_message=False`: Istio's routes cannot name the endpoint). `None`: as the config says."""
     settings = pipeline.config.sidecar
     message_timeout_ms = settings.hook_timeout_ms + MESSAGE_TIMEOUT_MARGIN_MS
     receiving = [METADATA_NAMESPACE]
     forwarded = list(settings.auth.namespaces)
-    if settings.forward_headers is not None:
+    if one_message is None:
+        one_message = pipeline.one_message
+    if one_message:
         forwarded.append(FORWARDED_HEADERS_NAMESPACE)
         receiving.append(FORWARDED_HEADERS_NAMESPACE)  # the sidecar overwrites the credentials there
     metadata: dict[str, Any] = {"receiving_namespaces": {"untyped": receiving}}
@@ -97,7 +109,7 @@ def ext_proc_filter(pipeline: Pipeline, cluster: str = SIDECAR_CLUSTER) -> dict[
             "@type": EXT_PROC_TYPE,
             "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
             "failure_mode_allow": settings.failure_mode_allow,
-            "processing_mode": envoy_processing_mode(pipeline.request_mode, pipeline.one_message),
+            "processing_mode": envoy_processing_mode(pipeline.request_mode, one_message),
             "allow_mode_override": True,
             "status_on_error": {"code": SIDECAR_ERROR_STATUS},
             "message_timeout": _duration_ms(message_timeout_ms),
@@ -141,7 +153,8 @@ def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
     ]
 
 
-HEADER_TO_METADATA_FILTER = "envoy.filters.http.header_to_metadata"
+HEADER_COPY_FILTER = "envoy.filters.http.lua"
+CONTENT_LENGTH_FILTER = "envoy.filters.http.buffer"
 FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
 
@@ -150,7 +163,8 @@ def _disabled() -> dict[str, Any]:
     among them) into Envoy's metadata, which only the sidecar's routes need and only its answer scrubs."""
     return {
         EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True},
-        HEADER_TO_METADATA_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
+        HEADER_COPY_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
+        CONTENT_LENGTH_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
     }
 
 
@@ -171,7 +185,7 @@ def route_config(pipeline: Pipeline, upstream: Upstream | None) -> dict[str, Any
     if not pipeline.needs_sidecar:
         for route in llm_routes:
             route["typed_per_filter_config"] = _disabled()
-    elif pipeline.config.sidecar.forward_headers is not None:
+    elif pipeline.one_message:
         llm_routes = one_message_routes(action)
     deployment_routes = [
         {
@@ -262,23 +276,43 @@ def one_message_routes(action: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def header_to_metadata_filter(headers: tuple[str, ...]) -> dict[str, Any]:
-    """Copies the headers hooks may read into dynamic metadata that Envoy forwards with the body message."""
-    rules = [
-        {
-            "header": header,
-            "remove": False,
-            "on_header_present": {
-                "metadata_namespace": FORWARDED_HEADERS_NAMESPACE,
-                "key": header,
-                "type": "STRING",
-            },
-        }
-        for header in headers
-    ]
+# One-message mode: what the request-headers message would have told the sidecar, copied by Envoy into
+# the `llm_extproc.request` namespace as one `headers` map (forwarded with the body message; the
+# sidecar's answer replaces it with the credentials' hashes). A request without a body is refused here:
+# no ext_proc message would be sent for it, so it would reach the upstream unhooked (local_replies gives
+# the refusal the family's error shape, marked by `NO_BODY_KEY`).
+_HEADER_COPY_LUA = """\
+local ONLY = %(only)s
+function envoy_on_request(handle)
+  local copied = {}
+  for name, value in pairs(handle:headers()) do
+    if string.byte(name, 1) ~= 58 and (ONLY == nil or ONLY[name]) then
+      local seen = copied[name]
+      if seen == nil then copied[name] = value else copied[name] = seen .. "," .. value end
+    end
+  end
+  handle:streamInfo():dynamicMetadata():set("%(namespace)s", "headers", copied)
+  local body = handle:body()
+  if body == nil or body:length() == 0 then
+    handle:streamInfo():dynamicMetadata():set("%(namespace)s", "%(no_body_key)s", true)
+    handle:respond({[":status"] = "400"}, "no body")
+  end
+end
+"""
+
+
+def header_copy_filter(headers: tuple[str, ...] | None) -> dict[str, Any]:
+    """Copies the request headers hooks read (`headers`; None: all of them) into dynamic metadata that
+    Envoy forwards with the body message, and refuses a request without a body (one-message mode)."""
+    only = "nil" if headers is None else "{" + ", ".join(f'["{h}"] = true' for h in headers) + "}"
+    source = _HEADER_COPY_LUA % {
+        "only": only,
+        "namespace": FORWARDED_HEADERS_NAMESPACE,
+        "no_body_key": NO_BODY_KEY,
+    }
     return {
-        "name": HEADER_TO_METADATA_FILTER,
-        "typed_config": {"@type": HEADER_TO_METADATA_TYPE, "request_rules": rules},
+        "name": HEADER_COPY_FILTER,
+        "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": source}},
     }
 
 
@@ -369,8 +403,19 @@ def _upstream_cluster(name: str, upstream: Upstream, buffer_limit: int) -> dict[
 
 
 def _forwarding_filters(pipeline: Pipeline) -> list[dict[str, Any]]:
-    forward = pipeline.config.sidecar.forward_headers
-    return [header_to_metadata_filter(forward)] if forward is not None and pipeline.needs_sidecar else []
+    if not (pipeline.one_message and pipeline.needs_sidecar):
+        return []
+    return [header_copy_filter(pipeline.config.sidecar.forward_headers)]
+
+
+def _length_filters(pipeline: Pipeline, limit: int) -> list[dict[str, Any]]:
+    """One-message mode: Envoy ignores header mutations in an answer to a body it sent without its
+    headers, and drops the content-length of a body the sidecar rewrote; the buffer filter after ext_proc
+    sets it again from the body, so the upstream never gets a chunked request instead."""
+    if not (pipeline.one_message and pipeline.needs_sidecar):
+        return []
+    buffer = {"@type": BUFFER_TYPE, "max_request_bytes": limit}
+    return [{"name": CONTENT_LENGTH_FILTER, "typed_config": buffer}]
 
 
 def bootstrap(
@@ -403,6 +448,7 @@ def bootstrap(
         "http_filters": [
             *_forwarding_filters(pipeline),
             ext_proc_filter(pipeline),
+            *_length_filters(pipeline, limit),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }

@@ -10,6 +10,7 @@ from extproc.api.endpoints import LLM_PATH_PREFIXES
 from extproc.api.openai import envelope
 from extproc.decisions import METADATA_NAMESPACE, VERDICT
 from extproc.request.pipeline import Pipeline
+from extproc.types import FORWARDED_HEADERS_NAMESPACE
 
 # What Envoy answers when it cannot reach the sidecar or the sidecar fails (ext_proc status_on_error).
 SIDECAR_ERROR_STATUS = 503
@@ -36,6 +37,10 @@ def _anthropic_body(status: int, message: str) -> dict[str, Any]:
     error = {"type": anthropic.error_type(status), "message": message}
     return {"content_type": "application/json", "json_format": {"type": "error", "error": error}}
 
+
+# One-message mode: Envoy's header-copy filter refuses a request without a body, marking it with this key
+# in the forwarded headers' namespace (see envoy_config.header_copy_filter).
+NO_BODY_KEY = "no_body"
 
 # Requests on Anthropic's routes get Envoy's replies in Anthropic's shape.
 ANTHROPIC_PATHS = r"^(/anthropic)?(/v1)?/messages/?(\?.*)?$"
@@ -121,7 +126,30 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
                                               without_sidecar_metadata]}},
         "body_format_override": _envelope(400, "%LOCAL_REPLY_BODY%", "invalid_request_error", None),
     }  # fmt: skip
-    openai_mappers = [too_large, *upstream_failed, *sidecar_failed, bad_request]
+    # A request without a body, refused by the header-copy filter: as the sidecar refuses an empty body.
+    no_body = {
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    _status_is(400, "llm_extproc.local_reply.no_body"),
+                    {
+                        "metadata_filter": {
+                            "match_if_key_not_found": False,
+                            "matcher": {
+                                "filter": FORWARDED_HEADERS_NAMESPACE,
+                                "path": [{"key": NO_BODY_KEY}],
+                                "value": {"bool_match": True},
+                            },
+                        }
+                    },
+                ]
+            }
+        },
+        "body_format_override": _envelope(
+            400, "Invalid request: the request body is empty", "invalid_request_error", "request_body"
+        ),
+    }
+    openai_mappers = [too_large, *upstream_failed, *sidecar_failed, no_body, bad_request]
     return {"mappers": [*(_for_anthropic(m) for m in openai_mappers), *openai_mappers]}
 
 

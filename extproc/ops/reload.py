@@ -45,6 +45,7 @@ _RESTART_ONLY = (
     "metrics_listen",
     "failure_mode_allow",
     "forward_headers",
+    "messages",
     "routing",
 )
 Fingerprint = tuple[tuple[str, str, str], ...]

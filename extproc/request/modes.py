@@ -71,11 +71,11 @@ def envoy_processing_mode(mode: Mode, one_message: bool) -> dict[str, str]:
     }
 
 
-def phases_asked(mode: Mode) -> list[Phase]:
+def phases_asked(mode: Mode, one_message: bool = False) -> list[Phase]:
     """The phases Envoy is asked for on LLM routes, as `check` prints them."""
     if not needs_sidecar(mode):
         return []
-    phases = [Phase.REQUEST_HEADERS]
+    phases = [] if one_message else [Phase.REQUEST_HEADERS]
     if mode.request_body is not BodyMode.NONE:
         phases.append(Phase.REQUEST_BODY)
     if mode.response_headers:

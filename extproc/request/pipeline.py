@@ -7,7 +7,7 @@ from pathlib import Path
 
 from extproc.api.endpoints import RouteTable
 from extproc.compat import cost
-from extproc.decisions import Mode
+from extproc.decisions import BodyMode, Mode
 from extproc.hooks.chain import HookChain
 from extproc.hooks.loaded_guardrails import load_guardrails
 from extproc.hooks.loader import load_handlers
@@ -43,16 +43,14 @@ class Pipeline:
     # The request metadata namespaces a session reads: identity (`extproc.auth.metadata`), and the
     # forwarded headers in one-message mode.
     metadata_namespaces: tuple[str, ...] = ()
+    # Envoy skips the request-headers message: the headers come as metadata with the body
+    # (`SidecarSettings.messages_reason` says why).
+    one_message: bool = False
 
     @property
     def needs_sidecar(self) -> bool:
         """False when no hook and no setting needs anything from LLM requests."""
         return needs_sidecar(self.request_mode)
-
-    @property
-    def one_message(self) -> bool:
-        """Envoy skips the request-headers message (`extproc.forward_headers`)."""
-        return self.config.sidecar.forward_headers is not None
 
 
 def moderation_wait(chain: HookChain, ceiling_s: float) -> float:
@@ -87,23 +85,28 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
         raise ConfigError(f"{config.path}: extproc.routing: true needs a model_list")
     cost.use_prices(config.model_list)
     metrics.use_models(d.model_name for d in config.model_list)
+    mode = needed_mode(
+        chain.kinds,
+        enforce_user=config.enforce_user_param,
+        routing=router is not None,
+        renames=router is not None and router.renames,
+    )
+    # One message needs a request body message to carry the headers; a config with no request-side need
+    # (nothing hooked, or only what routing renames) keeps the headers message.
+    one_message = settings.one_message and mode.request_body is not BodyMode.NONE
     return Pipeline(
         config=config,
         chain=chain,
         routes=RouteTable(settings.max_json_depth, settings.max_json_nodes),
         cache=make_cache(config) if cache is None else cache,
-        request_mode=needed_mode(
-            chain.kinds,
-            enforce_user=config.enforce_user_param,
-            routing=router is not None,
-            renames=router is not None and router.renames,
-        ),
+        request_mode=mode,
         moderation_wait_s=moderation_wait(chain, MAX_MESSAGE_TIMEOUT_S),
         envoy_waits_s=(settings.hook_timeout_ms + MESSAGE_TIMEOUT_MARGIN_MS) / 1000,
         phase_budgets=phase_budgets(chain),
         router=router,
         metadata_namespaces=settings.auth.namespaces
-        + ((FORWARDED_HEADERS_NAMESPACE,) if settings.forward_headers is not None else ()),
+        + ((FORWARDED_HEADERS_NAMESPACE,) if one_message else ()),
+        one_message=one_message,
     )
 
 

@@ -68,7 +68,7 @@ NO_ENDPOINT = (
 Route = tuple[tuple[str, str], ...]
 
 
-def _with_forwarded(decision: Decision, scrub: dict[str, str]) -> Decision:
+def _with_forwarded(decision: Decision, scrub: dict[str, Any]) -> Decision:
     """`decision` also overwriting the forwarded credentials in Envoy's metadata with their hashes."""
     if isinstance(decision, Deferred):
         return decision
@@ -113,7 +113,7 @@ class Session:
         self._answer: Any = None  # the success view the response-header hooks see
         self._started = False  # the request's headers came (or were synthesised in one-message mode)
         self._stream_metadata = stream_metadata  # the gRPC stream's initial metadata (one-message mode)
-        self._scrub: dict[str, str] | None = None  # forwarded credentials, hashed (one-message mode)
+        self._scrub: dict[str, Any] | None = None  # forwarded credentials, hashed (one-message mode)
 
     async def handle(self, phase: Phase, message: Message) -> tuple[Decision, bool]:
         """The answer to one ext_proc message, and whether Envoy sends another one on this stream."""
@@ -217,11 +217,14 @@ class Session:
         if endpoint is None:  # a route that sends the body alone must name its endpoint, or nothing is hooked
             raise ProxyException(NO_ENDPOINT, 500)
         metadata = message.read_metadata()
-        forwarded = metadata.pop(FORWARDED_HEADERS_NAMESPACE, None) or {}
+        forwarded = (metadata.pop(FORWARDED_HEADERS_NAMESPACE, None) or {}).get("headers")
+        if not isinstance(forwarded, dict):
+            forwarded = {}
         headers = {k: v for k, v in forwarded.items() if isinstance(v, str)}
         # Envoy keeps what it forwarded in its dynamic metadata, where access logs and later filters read
-        # it: the answer overwrites every credential there with its key's hash (see `_decide`).
-        self._scrub = hashed_credentials(headers, self.pipeline.config.sidecar.auth.credential_headers)
+        # it: the answer replaces the copied headers with the credentials' hashes alone (see `_decide`).
+        credentials = self.pipeline.config.sidecar.auth.credential_headers
+        self._scrub = {"headers": hashed_credentials(headers, credentials)}
         synthesised = Message({":path": endpoint, ":method": "POST", **headers}, b"", False, lambda: metadata)
         await self._request_headers(synthesised)
         if self.passthrough:

@@ -68,12 +68,32 @@ class SidecarSettings:
     metrics_listen: str | None = None
     tls: TlsSettings | None = None
     handler_paths: tuple[Path, ...] = ()
-    # Set: one ext_proc message per request (no request-headers message); only these headers reach hooks.
+    # One ext_proc message per request (Envoy copies the request headers into metadata, sent with the
+    # body) or two (the request-headers message first); None: one unless a setting needs two.
+    messages: str | None = None
+    # Set: in one-message mode only these headers (and content-type, content-encoding, x-request-id) are
+    # copied for hooks; None: every request header.
     forward_headers: tuple[str, ...] | None = None
     # Sidecar processes, each on its own socket (extproc/ops/workers.py); Envoy balances across them.
     workers: int = 1
     # The `call_type` names hooks receive: LiteLLM's proxy names (`acompletion`) or the documented ones.
     call_types: CallTypeNames = CallTypeNames.PROXY
+
+    @property
+    def one_message(self) -> bool:
+        """Envoy skips the request-headers message: the headers come as metadata with the body."""
+        return self.messages_reason[0]
+
+    @property
+    def messages_reason(self) -> tuple[bool, str]:
+        """Whether a request is one ext_proc message, and why (as `check` prints it)."""
+        if self.messages == "two":
+            return False, "extproc.messages: two"
+        if self.routing:
+            return False, "extproc.routing re-picks Envoy's route after the hooks, from the headers message"
+        if self.messages == "one":
+            return True, "extproc.messages: one"
+        return True, "the default"
 
     @property
     def listen_addresses(self) -> tuple[ListenAddress, ...]:
@@ -102,6 +122,7 @@ _SIDECAR_KEYS = {
     "tls",
     "handler_paths",
     "forward_headers",
+    "messages",
     "workers",
     "call_types",
 }
@@ -250,6 +271,14 @@ def _forward_headers(value: Any) -> tuple[str, ...] | None:
     )
 
 
+def _messages(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in ("one", "two"):
+        raise ConfigError(f"extproc.messages: expected 'one' or 'two', got {value!r}")
+    return str(value)
+
+
 def _handler_paths(value: Any, base: Path) -> tuple[Path, ...]:
     items = [value] if isinstance(value, str) else (value or [])
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -341,15 +370,22 @@ def parse_sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> Sidec
         tls=_tls(raw.get("tls")),
         handler_paths=_handler_paths(raw.get("handler_paths"), base),
         forward_headers=_forward_headers(raw.get("forward_headers")),
+        messages=_messages(raw.get("messages")),
         workers=_workers(raw.get("workers", defaults.workers)),
         call_types=_call_types(raw.get("call_types", defaults.call_types.value)),
     )
     _check_workers(settings, warnings)
-    if settings.routing and settings.forward_headers is not None:
-        # One-message mode has no request-headers message, so the sidecar cannot clear Envoy's route
-        # cache after choosing a deployment: the route would be the one picked before any hook ran.
+    explicit_one = settings.messages == "one" or settings.forward_headers is not None
+    if settings.routing and explicit_one:
+        # Routing needs the request-headers message: in one-message mode the route picked before any hook
+        # ran is the one Envoy keeps (measured: a routed request went to the wrong upstream).
         raise ConfigError(
-            "extproc.routing: not supported together with extproc.forward_headers (one-message mode); "
-            "remove one of them"
+            "extproc.routing: not supported in one-message mode (extproc.messages: one or "
+            "extproc.forward_headers); remove one of them"
+        )
+    if settings.messages == "two" and settings.forward_headers is not None:
+        raise ConfigError(
+            "extproc.forward_headers: lists the headers copied in one-message mode; with "
+            "extproc.messages: two hooks see every header already: remove one of them"
         )
     return settings

@@ -61,6 +61,34 @@ def test_check_accepts_the_example():
     assert "custom_callbacks.proxy_handler_instance" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("extproc", "phases", "messages"),
+    [
+        ("{}", "request_body", "one, the body with the headers as Envoy metadata (the default); hooks see every"),
+        ("{messages: two}", "request_headers, request_body", "two, request headers then body (extproc.messages: two)"),
+        ("{routing: true}", "request_headers, request_body", "two, request headers then body (extproc.routing"),
+        ("{forward_headers: [x-team]}", "request_body", "hooks see content-type, content-encoding, x-request-id, x-team"),
+    ],
+)  # fmt: skip
+def test_check_says_how_many_messages_a_request_takes_and_why(tmp_path, extproc, phases, messages):
+    text = (
+        "model_list: [{model_name: m, litellm_params: {model: openai/m}}]\n"
+        f"litellm_settings:\n  callbacks: my_handler.h\nextproc: {extproc}\n"
+    )
+    result = check(write_config(tmp_path, text, ASYNC_HOOK))
+    assert result.returncode == 0, result.stderr
+    assert f"phases asked of Envoy: {phases}\n" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("messages per request: "))
+    assert messages in line, line
+
+
+def test_a_routing_config_that_asks_for_one_message_is_refused(tmp_path):
+    text = "model_list: [{model_name: m, litellm_params: {model: openai/m}}]\nextproc: {routing: true, messages: one}\n"
+    result = check(write_config(tmp_path, text))
+    assert result.returncode != 0
+    assert "extproc.routing: not supported in one-message mode" in result.stderr
+
+
 def test_check_accepts_a_valid_handler(tmp_path):
     result = check(write_config(tmp_path, "litellm_settings:\n  callbacks: my_handler.h\n", ASYNC_HOOK))
     assert result.returncode == 0, result.stderr

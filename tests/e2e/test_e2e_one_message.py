@@ -1,12 +1,18 @@
-"""One message per request (`extproc.forward_headers`): no request-headers message, through a real Envoy."""
+"""One message per request (the default): no request-headers message, through a real Envoy. Envoy copies
+the request headers (all, or those of `extproc.forward_headers`) into metadata sent with the body."""
 
 import hashlib
 import json
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.e2e
 
+DEFAULT = """
+litellm_settings: {callbacks: [h.h]}
+general_settings: {enforce_user_param: true}
+"""
 CONFIG = """
 litellm_settings: {callbacks: [h.h]}
 general_settings: {enforce_user_param: true}
@@ -72,6 +78,45 @@ def test_one_message_carries_endpoint_and_forwarded_headers(stack, request_id):
     assert entry["ext_proc_timing"].startswith("rb:") and "rh:" not in entry["ext_proc_timing"]
 
 
+def test_by_default_hooks_see_every_header_but_the_credentials(e2e_stack, request_id):
+    stack = e2e_stack(DEFAULT, {"h.py": HANDLER})
+    headers = {
+        "authorization": "Bearer sk-all",
+        "x-other": "o",
+        "x-request-id": request_id,
+        "x-twice": "a",
+    }
+    body = {"model": "m", "user": "u", "messages": [{"role": "user", "content": "hi"}]}
+    # A repeated header reaches hooks joined with a comma, as in the two-message mode.
+    raw_headers = [*headers.items(), ("x-twice", "b")]
+    response = stack.http.post("/v1/chat/completions", json=body, headers=raw_headers)
+    assert response.status_code == 200, response.text
+    last = seen(stack)[-1]
+    assert last["key"] == hashlib.sha256(b"sk-all").hexdigest()
+    assert last["headers"]["x-other"] == "o" and last["headers"]["x-twice"] == "a,b"
+    assert "authorization" not in last["headers"]
+    assert not any(name.startswith(":") for name in last["headers"])
+    assert stack.mock_last()["json"]["model"] == "my-new-model"
+    entry = stack.access_entry(request_id)
+    assert entry["ext_proc_timing"].startswith("rb:") and "rh:" not in entry["ext_proc_timing"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_a_request_without_a_body_is_refused_before_the_upstream(e2e_stack, assert_error, path):
+    """No ext_proc message would be sent for it: Envoy refuses it instead of letting it through unhooked."""
+    stack = e2e_stack(DEFAULT, {"h.py": HANDLER})
+    stack.mock_clear()
+    for content in (None, b""):
+        response = stack.http.post(path, content=content, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        if path.endswith("/messages"):
+            assert response.json()["type"] == "error", response.text
+            assert response.json()["error"]["type"] == "invalid_request_error"
+        else:
+            assert_error(response, 400, kind="invalid_request_error")
+    assert stack.mock_requests() == []
+
+
 def test_checks_still_apply_without_the_headers_message(stack):
     response = stack.http.post("/v1/chat/completions", json={"model": "m", "messages": []})
     assert response.status_code == 401  # enforce_user_param
@@ -103,7 +148,7 @@ def test_forwarded_credentials_leave_envoys_metadata_hashed(tmp_path, request_id
     access logs and later filters read it: the sidecar's answer overwrites the key with its hash."""
     from extproc.devtools.dev import DevStack
 
-    class LoggingForwarded(DevStack):
+    class LoggingForwarded(DevStack):  # an access log field that prints the whole namespace
         def bootstrap(self, pipeline):
             config = super().bootstrap(pipeline)
             for fields in _json_formats(config):
@@ -114,8 +159,6 @@ def test_forwarded_credentials_leave_envoys_metadata_hashed(tmp_path, request_id
     (tmp_path / "config.yaml").write_text(CONFIG)
     stack = LoggingForwarded(tmp_path / "config.yaml").start()
     try:
-        import httpx
-
         body = {"model": "m", "user": "u", "messages": [{"role": "user", "content": "hi"}]}
         headers = {"authorization": "Bearer sk-secret-one", "x-team-id": "t", "x-request-id": request_id}
         for path in ("/v1/chat/completions", "/v1/models-not-hooked"):
@@ -143,7 +186,7 @@ def test_forwarded_credentials_leave_envoys_metadata_hashed(tmp_path, request_id
         hashed = hashlib.sha256(b"sk-secret-one").hexdigest()
         for line in lines:
             if line["path"] == "/v1/chat/completions":
-                assert line["forwarded"]["authorization"] == hashed, line
-                assert line["forwarded"]["x-team-id"] == "t"
+                # After the answer only the key's hash is left of what Envoy copied for the sidecar.
+                assert line["forwarded"] == {"headers": {"authorization": hashed}}, line
     finally:
         stack.stop()

@@ -605,7 +605,7 @@ def test_stream_without_streaming_hooks_is_byte_identical(plain_stack, request_i
     assert b"[mock:gpt-4o] pass me" in b"".join(split_content(straight.content))
     assert normalized(response.content) == normalized(straight.content)
     counts = phases(plain_stack.access_entry(request_id))
-    assert counts == {"rh": 1, "rb": 1}
+    assert counts == {"rb": 1}  # one message per request (the default): no request headers
     assert "sb" not in counts
 
 

@@ -111,7 +111,7 @@ def test_callbacks_list_and_extproc_section(tmp_path):
         ("extproc: {workers: 3, listen: ['127.0.0.1:65534']}", "worker 2 would listen on port 65536"),
         ("extproc: {workers: 2, listen: ['unix:/s'], metrics_listen: ':65535'}", "port 65536, above"),
         ("a: [", "not valid YAML"),
-        ("extproc: {routing: true, forward_headers: [x-user]}", "extproc.routing: not supported together"),
+        ("extproc: {routing: true, forward_headers: [x-user]}", "extproc.routing: not supported in one-message mode"),
         ("extproc: {auth: {trusted_headers: [x-team]}}", "extproc.auth.trusted_headers: 'x-team' is not"),
         ("extproc: {auth: {trusted_headers: yes-please}}", "extproc.auth.trusted_headers: expected a list"),
         (

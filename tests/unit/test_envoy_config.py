@@ -10,6 +10,7 @@ from extproc.api.endpoints import ENDPOINT_PATHS
 from extproc.envoy import envoy_config
 from extproc.envoy.envoy_config import Upstream
 from extproc.request import pipeline
+from extproc.types import ENDPOINT_METADATA_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = str(Path(sys.executable).with_name("envoy"))
@@ -112,7 +113,7 @@ def test_pre_call_only_asks_for_request_phases(tmp_path):
     )
     hcm, filter_config = ext_proc(generate(built))
     assert filter_config["processing_mode"] == {
-        "request_header_mode": "SEND",
+        "request_header_mode": "SKIP",  # one message per request (the default)
         "request_body_mode": "BUFFERED",
         "response_header_mode": "SKIP",
         "response_body_mode": "NONE",
@@ -121,11 +122,15 @@ def test_pre_call_only_asks_for_request_phases(tmp_path):
     }
     assert filter_config["allow_mode_override"] is True
     assert filter_config["metadata_options"]["receiving_namespaces"]["untyped"] == [
-        envoy_config.METADATA_NAMESPACE
+        envoy_config.METADATA_NAMESPACE,
+        envoy_config.FORWARDED_HEADERS_NAMESPACE,  # the sidecar replaces the copied headers there
     ]
     *llm_routes, other = forwarding(hcm["route_config"]["virtual_hosts"][0]["routes"])
     assert len(llm_routes) == len(ENDPOINT_PATHS)
-    assert all("typed_per_filter_config" not in route for route in llm_routes)
+    # Each LLM route keeps ext_proc on and names its endpoint (the headers message is not sent).
+    for route, suffix in zip(llm_routes, ENDPOINT_PATHS, strict=True):
+        overrides = route["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["overrides"]
+        assert overrides["grpc_initial_metadata"] == [{"key": ENDPOINT_METADATA_KEY, "value": suffix}]
     assert other["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["disabled"] is True
 
 
@@ -146,7 +151,10 @@ def test_timeouts_and_limits_follow_settings(tmp_path):
     _, filter_config = ext_proc(bootstrap)
     assert filter_config["message_timeout"] == "2.500s"
     assert filter_config["failure_mode_allow"] is True
-    assert filter_config["metadata_options"]["forwarding_namespaces"]["untyped"] == ["jwt"]
+    assert filter_config["metadata_options"]["forwarding_namespaces"]["untyped"] == [
+        "jwt",
+        envoy_config.FORWARDED_HEADERS_NAMESPACE,
+    ]
     # Envoy buffers 1 MiB more than the sidecar accepts: a hook may grow an accepted body
     assert bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 65536 + 2**20
     assert validate(tmp_path, bootstrap).returncode == 0
@@ -213,18 +221,47 @@ def test_routing_gives_each_api_base_a_cluster_and_a_header_route(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_one_message_mode_skips_request_headers_and_validates(tmp_path):
+@pytest.mark.parametrize(
+    ("extproc", "one", "listed"),
+    [
+        ("{}", True, None),  # the default
+        ("{forward_headers: [authorization]}", True, ["content-type", "authorization"]),
+        ("{messages: two}", False, None),
+        ("{routing: true}", False, None),  # routing needs the headers message
+    ],
+)
+def test_one_message_by_default_unless_a_setting_needs_two(tmp_path, extproc, one, listed):
     built = build(
-        tmp_path, "general_settings: {enforce_user_param: true}\nextproc: {forward_headers: [authorization]}"
+        tmp_path,
+        "model_list: [{model_name: m, litellm_params: {model: openai/m}}]\n"
+        f"general_settings: {{enforce_user_param: true}}\nextproc: {extproc}",
     )
+    assert built.one_message is one
     bootstrap = generate(built)
     hcm, filter_config = ext_proc(bootstrap)
-    assert filter_config["processing_mode"]["request_header_mode"] == "SKIP"
-    assert "llm_extproc.request" in filter_config["metadata_options"]["forwarding_namespaces"]["untyped"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names.index("envoy.filters.http.header_to_metadata") < names.index(envoy_config.EXT_PROC_FILTER)
+    forwarding = filter_config["metadata_options"].get("forwarding_namespaces", {}).get("untyped", [])
+    if not one:
+        assert filter_config["processing_mode"]["request_header_mode"] == "SEND"
+        assert envoy_config.HEADER_COPY_FILTER not in names and "llm_extproc.request" not in forwarding
+        return
+    assert filter_config["processing_mode"]["request_header_mode"] == "SKIP"
+    assert "llm_extproc.request" in forwarding
+    assert "llm_extproc.request" in filter_config["metadata_options"]["receiving_namespaces"]["untyped"]
+    assert names.index(envoy_config.HEADER_COPY_FILTER) < names.index(envoy_config.EXT_PROC_FILTER)
+    lua = hcm["http_filters"][names.index(envoy_config.HEADER_COPY_FILTER)]["typed_config"]
+    source = lua["default_source_code"]["inline_string"]
+    if listed is None:
+        assert "local ONLY = nil" in source
+    else:
+        assert all(f'["{name}"] = true' in source for name in listed)
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    assert len([r for r in routes if r["name"].startswith("llm_")]) == len(ENDPOINT_PATHS)
+    llm = [r for r in routes if r["name"].startswith("llm_")]
+    assert len(llm) == len(ENDPOINT_PATHS)
+    assert all({"name": ":method", "string_match": {"exact": "POST"}} in r["match"]["headers"] for r in llm)
+    # Routes that bypass the sidecar copy nothing into Envoy's metadata.
+    bypass = next(r for r in routes if r["name"] == "pass_through")
+    assert bypass["typed_per_filter_config"][envoy_config.HEADER_COPY_FILTER]["disabled"] is True
     assert validate(tmp_path, bootstrap).returncode == 0
 
 

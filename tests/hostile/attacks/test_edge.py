@@ -359,13 +359,16 @@ litellm_settings:
   callbacks: [recorder.proxy]
 extproc:
   failure_mode_allow: {fail_open}
+  messages: {messages}
 """
 
 
-@pytest.mark.parametrize("fail_open", ["false", "true"])
-def test_slow_uploads_cannot_shut_other_clients_out(e2e_stack, fail_open):
-    """S3. While 1,100 uploads stall, other clients are answered 200, every request hooked."""
-    stack = e2e_stack(SLOW_CONFIG.format(fail_open=fail_open), {"recorder.py": RECORDER})
+@pytest.mark.parametrize(("fail_open", "messages"), [("false", "two"), ("true", "two"), ("false", "one")])
+def test_slow_uploads_cannot_shut_other_clients_out(e2e_stack, fail_open, messages):
+    """S3. While 1,100 uploads stall, other clients are answered 200, every request hooked. With two
+    messages each stalled upload holds a sidecar stream; with one (the default) it holds none."""
+    config = SLOW_CONFIG.format(fail_open=fail_open, messages=messages)
+    stack = e2e_stack(config, {"recorder.py": RECORDER})
     started = stack.stat("http.llm.ext_proc.streams_started")
     stalled: list[socket.socket] = []
     try:
@@ -373,14 +376,22 @@ def test_slow_uploads_cannot_shut_other_clients_out(e2e_stack, fail_open):
             connection = socket.create_connection(stack.url.removeprefix("http://").split(":"), timeout=10)
             connection.sendall(SLOW_HEAD)
             stalled.append(connection)
-        poll(
-            lambda: stack.stat("http.llm.ext_proc.streams_started") >= started + SLOW_UPLOADERS,
-            "every stalled upload to open its ext_proc stream",
-            deadline_s=30,
-        )
+        if messages == "two":
+            poll(
+                lambda: stack.stat("http.llm.ext_proc.streams_started") >= started + SLOW_UPLOADERS,
+                "every stalled upload to open its ext_proc stream",
+                deadline_s=30,
+            )
+        else:
+            poll(
+                lambda: stack.stat("http.llm.downstream_rq_active") >= SLOW_UPLOADERS,
+                "every stalled upload to be an active request",
+                deadline_s=30,
+            )
+            assert stack.stat("http.llm.ext_proc.streams_started") == started
         stack.mock_clear()
         for n in range(10):
-            response = stack.http.post("/v1/chat/completions", json=chat(f"s3-{fail_open}-{n}"))
+            response = stack.http.post("/v1/chat/completions", json=chat(f"s3-{fail_open}-{messages}-{n}"))
             assert response.status_code == 200, response.text
         upstream = stack.mock_requests()
         assert len(upstream) == 10 and all(record["json"].get("hooked") is True for record in upstream)
