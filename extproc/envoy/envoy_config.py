@@ -154,7 +154,7 @@ def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
 
 
 HEADER_COPY_FILTER = "envoy.filters.http.lua"
-CONTENT_LENGTH_FILTER = "envoy.filters.http.buffer"
+HOLDING_FILTER = "envoy.filters.http.buffer"
 FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
 
@@ -164,7 +164,7 @@ def _disabled() -> dict[str, Any]:
     return {
         EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True},
         HEADER_COPY_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
-        CONTENT_LENGTH_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
+        HOLDING_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
     }
 
 
@@ -408,14 +408,16 @@ def _forwarding_filters(pipeline: Pipeline) -> list[dict[str, Any]]:
     return [header_copy_filter(pipeline.config.sidecar.forward_headers)]
 
 
-def _length_filters(pipeline: Pipeline, limit: int) -> list[dict[str, Any]]:
-    """One-message mode: Envoy ignores header mutations in an answer to a body it sent without its
-    headers, and drops the content-length of a body the sidecar rewrote; the buffer filter after ext_proc
-    sets it again from the body, so the upstream never gets a chunked request instead."""
+def _holding_filters(pipeline: Pipeline, limit: int) -> list[dict[str, Any]]:
+    """One-message mode: ext_proc does not hold request headers it does not send, so without this the
+    upstream would get them (chunked, content-length dropped) before the hooks decide, and an upstream
+    that answers on the headers would answer a request the hooks refuse (measured). The buffer filter
+    after ext_proc holds the request until the sidecar has answered and sets the content-length of the
+    body it forwards (Envoy ignores header mutations in an answer to a body sent without its headers)."""
     if not (pipeline.one_message and pipeline.needs_sidecar):
         return []
     buffer = {"@type": BUFFER_TYPE, "max_request_bytes": limit}
-    return [{"name": CONTENT_LENGTH_FILTER, "typed_config": buffer}]
+    return [{"name": HOLDING_FILTER, "typed_config": buffer}]
 
 
 def bootstrap(
@@ -448,7 +450,7 @@ def bootstrap(
         "http_filters": [
             *_forwarding_filters(pipeline),
             ext_proc_filter(pipeline),
-            *_length_filters(pipeline, limit),
+            *_holding_filters(pipeline, limit),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }

@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+from helpers import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -190,3 +191,95 @@ def test_forwarded_credentials_leave_envoys_metadata_hashed(tmp_path, request_id
                 assert line["forwarded"] == {"headers": {"authorization": hashed}}, line
     finally:
         stack.stop()
+
+
+# ---- the upstream sees nothing before the hooks decide ----
+EAGER_HANDLER = """
+import asyncio
+from extproc import CustomLogger
+
+class H(CustomLogger):
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        await asyncio.sleep(0.2)  # the upstream would have answered by now, had it seen the request
+        if data.get("user") == "blocked":
+            return "blocked by policy"
+        data["model"] = "rewritten-by-the-hook"
+        return data
+
+h = H()
+"""
+EAGER_ANSWER = b'{"id": "x", "object": "chat.completion", "model": "eager", "choices": []}'
+
+
+class EagerUpstream:
+    """An upstream that answers 200 as soon as it has a request's headers, without reading the body (as
+    some servers answer errors): the sidecar's answer must come before Envoy sends it anything."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.seen: list[bytes] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection) -> None:
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(EAGER_ANSWER)}\r\n\r\n"
+            connection.sendall(head.encode() + EAGER_ANSWER)
+            connection.settimeout(2)
+            try:
+                while chunk := connection.recv(65536):
+                    received += chunk
+            except OSError:
+                pass
+            self.seen.append(received)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.mark.parametrize("messages", ["one", "two"])
+def test_the_upstream_gets_nothing_until_the_hooks_have_decided(tmp_path, messages):
+    """In one-message mode Envoy does not hold the request headers for ext_proc (it skips them): a filter
+    after ext_proc holds them until the sidecar has answered, so an upstream that answers on the headers
+    never answers for a request the hooks refuse or have not finished with, and a rewritten body goes with
+    its own content-length."""
+    from extproc.devtools.dev import DevStack
+
+    upstream = EagerUpstream()
+    (tmp_path / "h.py").write_text(EAGER_HANDLER)
+    (tmp_path / "config.yaml").write_text(f"litellm_settings: {{callbacks: [h.h]}}\nextproc: {{messages: {messages}}}\n")
+    stack = DevStack(tmp_path / "config.yaml", upstream=upstream.url).start()
+    try:
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        refused = httpx.post(stack.url + "/v1/chat/completions", json={**chat, "user": "blocked"}, timeout=10)
+        assert refused.status_code == 200 and "blocked by policy" in refused.text, refused.text
+        assert upstream.seen == []  # not even the headers
+        passed = httpx.post(stack.url + "/v1/chat/completions", json={**chat, "user": "ok"}, timeout=10)
+        assert passed.status_code == 200 and passed.json()["model"] == "eager", passed.text
+        poll(lambda: upstream.seen, "the upstream to record the request", deadline_s=5)
+        head, _, body = upstream.seen[0].partition(b"\r\n\r\n")
+        assert b"rewritten-by-the-hook" in body
+        assert f"content-length: {len(body)}".encode() in head.lower(), head
+        assert b"transfer-encoding" not in head.lower()
+    finally:
+        stack.stop()
+        upstream.close()
