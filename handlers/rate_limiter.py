@@ -187,33 +187,31 @@ class Handler(CustomLogger):
             if "tpm" in limits and estimate > limits["tpm"]:
                 raise self._exceeded(scope, ident, "tpm", limits["tpm"], window)
         token = secrets.token_hex(8)  # names this request's parallel slots on the shared store
-        held: list[tuple[str, float, int, Store]] = []  # (key, amount, ttl, store): what it took
-        headers: dict[str, str] = {}
+        takes: list[tuple[str, float, float | None, str | None]] = []  # (key, amount, ttl, token)
+        checks: list[tuple[str, str, str, int]] = []  # (scope, ident, limit name, limit), as `takes`
         for scope, ident, limits in scopes:
             for name, limit in limits.items():
-                slot = name == "max_parallel_requests"
-                if slot:
-                    key, amount, ttl = f"rl:{scope}:{ident}:parallel", 1, self.parallel_ttl_s
+                if name == "max_parallel_requests":
+                    takes.append((f"rl:{scope}:{ident}:parallel", 1, self.parallel_ttl_s, token))
                 else:
-                    key, amount, ttl = (
-                        f"rl:{scope}:{ident}:{name}:{window}",
-                        1 if name == "rpm" else estimate,
-                        self.window_s * 2,
-                    )
-                try:
-                    count, store = await cache.async_increment_counter(
-                        key, amount, ttl, token if slot else None
-                    )
-                except BaseException:  # a store that refuses (on_unavailable: deny): give back the rest
-                    await self._give_back(cache, held, token)
-                    raise
-                held.append((key, amount, ttl, store))
-                kind = HEADER_TYPE[name]
-                if count > limit:
-                    await self._give_back(cache, held, token)
-                    raise self._exceeded(scope, ident, name, limit, window)
-                headers[f"x-ratelimit-{scope}-remaining-{kind}"] = str(max(0, limit - int(count)))
-                headers[f"x-ratelimit-{scope}-limit-{kind}"] = str(limit)
+                    amount = 1 if name == "rpm" else estimate
+                    takes.append((f"rl:{scope}:{ident}:{name}:{window}", amount, self.window_s * 2, None))
+                checks.append((scope, ident, name, limit))
+        # Every counter in one call (one round trip on a shared store); if any is over its limit, all
+        # are given back. A store that refuses (on_unavailable: deny) raises with nothing taken.
+        counted = await cache.async_increment_counters(takes)
+        held: list[tuple[str, float, float | None, Store]] = [
+            (key, amount, ttl, store)
+            for (key, amount, ttl, _), (_, store) in zip(takes, counted, strict=True)
+        ]
+        headers: dict[str, str] = {}
+        for (scope, ident, name, limit), (count, _) in zip(checks, counted, strict=True):
+            if count > limit:
+                await self._give_back(cache, held, token)
+                raise self._exceeded(scope, ident, name, limit, window)
+            kind = HEADER_TYPE[name]
+            headers[f"x-ratelimit-{scope}-remaining-{kind}"] = str(max(0, limit - int(count)))
+            headers[f"x-ratelimit-{scope}-limit-{kind}"] = str(limit)
         record = {
             "held": held,
             "estimate": estimate,
@@ -231,13 +229,15 @@ class Handler(CustomLogger):
         return None
 
     async def _give_back(
-        self, cache: DualCache, held: list[tuple[str, float, int, Store]], token: str
+        self, cache: DualCache, held: list[tuple[str, float, float | None, Store]], token: str
     ) -> None:
         """Give back everything a refused request took, each on the store that counted it."""
-        for key, amount, _, store in held:
-            await cache.async_adjust_counter(
-                key, -amount, store, token if key.endswith(":parallel") else None
-            )
+        await cache.async_adjust_counters(
+            [
+                (key, -amount, store, token if key.endswith(":parallel") else None)
+                for key, amount, _, store in held
+            ]
+        )
 
     def _exceeded(self, scope: str, ident: str, name: str, limit: int, window: int) -> HTTPException:
         if name == "max_parallel_requests":
@@ -262,16 +262,19 @@ class Handler(CustomLogger):
         if record is None or record.get("released") or self.cache is None:
             return
         record["released"] = True
-        # Tokens are settled before slots are freed, so a client that has its slot back sees its tokens
-        # counted.
+        # Tokens are settled before slots are freed (in one call, in this order), so a client that has its
+        # slot back sees its tokens counted.
+        changes: list[tuple[str, float, Store, str | None]] = []
         for key, amount, _, store in record["held"]:
             if _limit_of(key) == "tpm":
                 settle = (used_tokens if used_tokens is not None else 0) - amount
                 if settle:
-                    await self.cache.async_adjust_counter(key, settle, store=store)
+                    changes.append((key, settle, store, None))
         for key, _, _, store in record["held"]:
             if key.endswith(":parallel"):
-                await self.cache.async_adjust_counter(key, -1, store, record["token"])
+                changes.append((key, -1, store, record["token"]))
+        if changes:
+            await self.cache.async_adjust_counters(changes)
 
     def _streamed_tokens(self, record: dict[str, Any]) -> int | None:
         """The prompt and the answer text let through so far, for a stream; None if none started."""

@@ -15,10 +15,13 @@ count once, whatever order a slow store applies them in, so either can be retrie
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 Store = Literal["shared", "local"]
+# A counter change in a batch: (key, amount, ttl, token) to take; (key, amount, store, token) to give back.
+Take = tuple[str, float, float | None, str | None]
+GiveBack = tuple[str, float, Store, str | None]
 
 
 class CacheBackend(Protocol):
@@ -47,6 +50,24 @@ class PinningBackend:
         self, key: str, amount: float, store: Store, token: str | None = None
     ) -> float | None:
         raise NotImplementedError
+
+    async def increment_many_pinned(self, takes: Sequence[Take]) -> list[tuple[float, Store]]:
+        """Every take of `takes`, all or none: if one fails, those taken before it are given back (a
+        backend may send them all in one round trip)."""
+        counted: list[tuple[float, Store]] = []
+        try:
+            for take in takes:
+                counted.append(await self.increment_pinned(*take))
+        except BaseException:
+            for (key, amount, _, token), (_, store) in zip(takes, counted, strict=False):
+                await self.adjust_pinned(key, -amount, store, token)
+            raise
+        return counted
+
+    async def adjust_many_pinned(self, give_backs: Sequence[GiveBack]) -> None:
+        """Every give-back, in order, each on the store named."""
+        for give_back in give_backs:
+            await self.adjust_pinned(*give_back)
 
 
 class InMemoryCache:
@@ -219,6 +240,26 @@ class DualCache:
         if store is not None and isinstance(shared, PinningBackend):
             return await shared.adjust_pinned(key, amount, store, token)
         return await shared.adjust(key, amount)
+
+    async def async_increment_counters(self, takes: Sequence[Take]) -> list[tuple[float, Store]]:
+        """`async_increment_counter` of each (key, amount, ttl, token), in order, all on one store: on a
+        shared store in one round trip."""
+        shared = self.shared_cache
+        if shared is None:
+            return [(await self.in_memory_cache.increment(key, n, ttl), "local") for key, n, ttl, _ in takes]
+        if isinstance(shared, PinningBackend):
+            return await shared.increment_many_pinned(takes)
+        return [(await shared.increment(key, n, ttl), "shared") for key, n, ttl, _ in takes]
+
+    async def async_adjust_counters(self, give_backs: Sequence[GiveBack]) -> None:
+        """`async_adjust_counter` of each (key, amount, store, token), in order: the changes for a shared
+        store in one round trip."""
+        shared = self.shared_cache
+        if isinstance(shared, PinningBackend):
+            await shared.adjust_many_pinned(give_backs)
+            return
+        for key, amount, store, token in give_backs:
+            await self.async_adjust_counter(key, amount, store, token)
 
     async def async_delete_cache(self, key: str, local_only: bool = False, **kwargs: Any) -> None:
         await self._store(local_only).delete(key)

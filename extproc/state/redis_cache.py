@@ -11,6 +11,10 @@ after the key expired creates no negative count), and the pinned forms: `increme
 store counted, and `adjust_pinned` gives back on that store only. A release meant for the shared store
 while it is down is dropped (its count expires with the key's TTL), never applied to local counts.
 
+A request's counters (the rate limiter's limits) change together in one round trip: `take_many` and
+`adjust_many` send their script calls as one pipeline (not a transaction: each script is atomic on its
+own); on a cluster the counters live in different slots, so there it is one call each.
+
 Counters taken with a token (the rate limiter's parallel slots) are exact across a slow store: a take
 leaves a marker beside its counter and its give-back removes it, so each counts once in whichever order
 the store applies them. A take whose answer did not come in time may still be applied when the store
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 import orjson
@@ -33,7 +37,15 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from extproc.state.cache import CacheBackend, DualCache, InMemoryCache, PinningBackend, Store
+from extproc.state.cache import (
+    CacheBackend,
+    DualCache,
+    GiveBack,
+    InMemoryCache,
+    PinningBackend,
+    Store,
+    Take,
+)
 from extproc.state.store_url import StoreAddress, parse_store_url
 
 logger = logging.getLogger("extproc.redis_cache")
@@ -221,6 +233,53 @@ class RedisBackend:
         """`adjust`, only for a take with this `token` that counted and was not given back yet."""
         raw = await self._give(keys=self._pair(key, token), args=[repr(amount), MARKER_TTL_MS])
         return None if raw is None else _number(raw)
+
+    async def take_many(self, takes: Sequence[Take]) -> list[float]:
+        """`increment` (or `take`, for an item with a token) of every item, in order, in one round trip."""
+        if self.kind == "cluster":  # counters in different slots: one script call each
+            return [
+                await (self.increment(k, n, ttl) if token is None else self.take(k, n, ttl, token))
+                for k, n, ttl, token in takes
+            ]
+        calls = [
+            (self._increment, [self._name(key)], [repr(amount), _ms(ttl)])
+            if token is None
+            else (self._take, self._pair(key, token), [repr(amount), _ms(ttl), MARKER_TTL_MS])
+            for key, amount, ttl, token in takes
+        ]
+        return [_number(raw) for raw in await self._pipelined(calls)]
+
+    async def adjust_many(self, changes: Sequence[tuple[str, float, str | None]]) -> None:
+        """`adjust` (or `give`, for an item with a token) of every (key, amount, token), in order, in one
+        round trip."""
+        if self.kind == "cluster":
+            for key, amount, token in changes:
+                await (self.adjust(key, amount) if token is None else self.give(key, amount, token))
+            return
+        calls = [
+            (self._adjust, [self._name(key)], [repr(amount)])
+            if token is None
+            else (self._give, self._pair(key, token), [repr(amount), MARKER_TTL_MS])
+            for key, amount, token in changes
+        ]
+        await self._pipelined(calls)
+
+    async def _pipelined(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """Script calls sent together (EVALSHA, not a transaction: each script is atomic on its own);
+        scripts the server does not hold yet (a restart, a new server) are loaded and the batch resent."""
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                results: list[Any] = await pipe.execute()
+                return results
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in {id(script): script for script, _, _ in calls}.values():
+                    await self._client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     async def delete(self, key: str) -> None:
         await self._client.delete(self._name(key))
@@ -423,6 +482,47 @@ class ResilientBackend(PinningBackend):
         else:
             self.dropped_releases += 1
         return None
+
+    async def increment_many_pinned(self, takes: Sequence[Take]) -> list[tuple[float, Store]]:
+        """Every take on the shared store in one round trip, or all locally (or refused)."""
+        shared = self.shared
+
+        async def take_all(store: CacheBackend) -> list[float]:
+            if store is shared:
+                return await shared.take_many(takes)
+            return [await store.increment(key, amount, ttl) for key, amount, ttl, _ in takes]
+
+        def unsure() -> None:  # counted locally instead: no take may also count on the shared store
+            for key, amount, _, token in takes:
+                if token is not None:
+                    self._owe(key, -amount, token)
+
+        counts, store = await self._served(take_all, unsure=unsure)
+        return [(count, store) for count in counts]
+
+    async def adjust_many_pinned(self, give_backs: Sequence[GiveBack]) -> None:
+        """`adjust_pinned` of each, the shared store's in one round trip."""
+        for key, amount, store, _ in give_backs:
+            if store == "local":
+                await self.local.adjust(key, amount)
+        remote = [(key, amount, token) for key, amount, store, token in give_backs if store == "shared"]
+        if not remote:
+            return
+        if self._shared_due():
+            try:
+                await self._send_pending()
+                await self.shared.adjust_many(remote)
+            except UNAVAILABLE_ERRORS as exc:
+                self._mark_down(exc)
+            else:
+                if self._down_since is not None:
+                    await self._mark_up()
+                return
+        for key, amount, token in remote:
+            if token is not None:
+                self._owe(key, amount, token)
+            else:
+                self.dropped_releases += 1
 
     async def delete(self, key: str) -> None:
         await self._call(lambda store: store.delete(key))

@@ -441,3 +441,88 @@ async def test_adjust_never_takes_a_counter_below_zero(backend: RedisBackend, pl
     assert plain.get(PREFIX + "p") == b"0"
     assert 0 < plain.pttl(PREFIX + "p") <= 10_000  # the expiry is kept
     assert await backend.increment("p", -1, 10) == -1  # LiteLLM's increment itself is not clamped
+
+
+# ---- several counters in one round trip ----
+async def test_take_many_and_adjust_many_are_the_single_calls_in_one_batch(backend: RedisBackend, plain) -> None:
+    takes = [("a", 1.0, 60.0, None), ("b", 2.5, None, "t1"), ("a", 1.0, 60.0, None)]
+    assert await backend.take_many(takes) == [1.0, 2.5, 2.0]
+    assert await backend.take_many([("b", 2.5, None, "t1")]) == [2.5]  # the same take counts once
+    assert 0 < plain.pttl(PREFIX + "a") <= 60_000 and plain.pttl(PREFIX + "b") == -1
+    plain.script_flush()  # a restarted server holds no scripts: they are loaded and the batch resent
+    await backend.adjust_many([("a", -1.5, None), ("b", -2.5, "t1"), ("b", -2.5, "t1"), ("gone", -1, None)])
+    assert plain.get(PREFIX + "a") == b"0.5"
+    assert plain.get(PREFIX + "b") == b"0"  # given back once, however often it is sent
+    assert plain.exists(PREFIX + "gone") == 0
+
+
+class RoundTrips:
+    """A TCP relay in front of a server that counts the client's turns: each time the client sends after
+    the server last spoke (or first), one round trip."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.turns = port, 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        last = ["server"]
+
+        async def pump(reader, writer, side: str) -> None:
+            while data := await reader.read(65536):
+                if side == "client" and last[0] == "server":
+                    self.turns += 1
+                last[0] = side
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        await asyncio.gather(
+            pump(client_reader, server_writer, "client"), pump(server_reader, client_writer, "server")
+        )
+
+    def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+async def test_the_rate_limiter_makes_one_round_trip_to_take_and_one_to_release(
+    valkey_server: ValkeyServer, plain
+) -> None:
+    from extproc import HTTPException, UserAPIKeyAuth
+    from handlers.rate_limiter import Handler
+
+    relay = RoundTrips(valkey_server.port)
+    cache = shared_dual_cache(await relay.start())
+    handler = Handler(limits={"api_key": {"max_parallel_requests": 2, "rpm": 3, "tpm": 10_000}})
+    user = UserAPIKeyAuth(api_key="hashed-key")
+
+    def chat() -> dict:
+        return {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+
+    try:
+        warm = chat()  # the connection's own setup and the scripts' first load are not per request
+        await handler.async_pre_call_hook(user, cache, warm, "completion")
+        await handler.async_log_failure_event({"litellm_params": {"metadata": warm["metadata"]}}, None, None, None)
+        data, before = chat(), relay.turns
+        await handler.async_pre_call_hook(user, cache, data, "completion")
+        assert relay.turns - before == 1  # three counters, one round trip
+        assert plain.get(PREFIX + "rl:api_key:hashed-key:parallel") == b"1"
+        before = relay.turns
+        await handler.async_log_failure_event({"litellm_params": {"metadata": data["metadata"]}}, None, None, None)
+        assert relay.turns - before == 1  # tokens settled and the slot freed together
+        assert plain.get(PREFIX + "rl:api_key:hashed-key:parallel") == b"0"
+        await handler.async_pre_call_hook(user, cache, chat(), "completion")  # the window's third request
+        before = relay.turns
+        with pytest.raises(HTTPException) as refused:
+            await handler.async_pre_call_hook(user, cache, chat(), "completion")
+        assert refused.value.status_code == 429
+        assert relay.turns - before == 2  # taken, then all given back
+        assert plain.get(PREFIX + "rl:api_key:hashed-key:parallel") == b"1"  # only the third holds a slot
+    finally:
+        await cache.shared_cache.close()
+        relay.close()
