@@ -420,6 +420,39 @@ def _holding_filters(pipeline: Pipeline, limit: int) -> list[dict[str, Any]]:
     return [{"name": HOLDING_FILTER, "typed_config": buffer}]
 
 
+OTEL_CLUSTER = "opentelemetry_collector"
+OTEL_TYPE = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
+
+
+def add_tracing(pipeline: Pipeline, hcm: dict[str, Any], clusters: list[dict[str, Any]]) -> None:
+    """With `extproc.tracing` on (and its `envoy`), Envoy traces requests with OpenTelemetry to the same
+    OTLP gRPC collector as the sidecar, sampling new traces at the sidecar's ratio: its span for each
+    ext_proc stream reaches the sidecar as the `traceparent` of the stream's initial metadata, and the
+    sidecar's request span becomes its child (the sidecar follows Envoy's sampling decision)."""
+    tracing = pipeline.config.sidecar.tracing
+    if tracing is None or not tracing.enabled or not tracing.envoy:
+        return
+    collector = Upstream.parse(tracing.collector())
+    hcm["tracing"] = {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": OTEL_TYPE,
+                "grpc_service": {"envoy_grpc": {"cluster_name": OTEL_CLUSTER}, "timeout": "1s"},
+                "service_name": f"{tracing.service()}-envoy",
+            },
+        },
+        "random_sampling": {"value": round(tracing.ratio() * 100, 4)},
+    }
+    address = {"socket_address": {"address": collector.host, "port_value": collector.port}}
+    cluster = _cluster(OTEL_CLUSTER, [address], 1024 * 1024, http2=True)
+    if collector.scheme == "https":
+        common = {"alpn_protocols": ["h2"]}
+        tls = {"@type": TLS_TYPE, "sni": collector.host, "common_tls_context": common}
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+    clusters.append(cluster)
+
+
 def bootstrap(
     pipeline: Pipeline,
     *,
@@ -463,6 +496,7 @@ def bootstrap(
         if cluster not in seen:
             seen.add(cluster)
             clusters.append(_upstream_cluster(cluster, Upstream.parse(base, allow_path=True), limit))
+    add_tracing(pipeline, hcm, clusters)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from extproc.settings.sidecar import (
     TlsSettings,
     parse_sidecar,
 )
+from extproc.settings.tracing import TracingSettings
 
 __all__ = [
     "ENV_PREFIX",
@@ -211,6 +212,8 @@ def parse(raw: Any, path: Path) -> Config:
     if findings.errors:
         raise ConfigError(_refusal(findings.errors))
     warnings += findings.warnings
+    if findings.tracing and sidecar.tracing is None:  # `otel`: traces on, OTEL_* settings or defaults
+        sidecar = replace(sidecar, tracing=TracingSettings())
     callbacks = findings.handlers
     warnings += [
         f"extproc.handlers.{ref}: not a configured callback"

@@ -86,8 +86,8 @@ KEY_RULES: tuple[KeyRule, ...] = (
     # litellm_settings
     KeyRule("litellm_settings.callbacks", _S, "module.attribute handlers run; LiteLLM integrations: below"),
     KeyRule("litellm_settings.guardrails", _R, "the older form: use the top-level guardrails: section"),
-    KeyRule("litellm_settings.success_callback", _I, _LOGGING + " (prometheus: mapped as in callbacks)"),
-    KeyRule("litellm_settings.failure_callback", _I, _LOGGING + " (prometheus: mapped as in callbacks)"),
+    KeyRule("litellm_settings.success_callback", _I, _LOGGING + " (prometheus, otel: mapped)"),
+    KeyRule("litellm_settings.failure_callback", _I, _LOGGING + " (prometheus, otel: mapped)"),
     KeyRule("litellm_settings.service_callback", _I, "health logging of LiteLLM's own Redis and database"),
     KeyRule("litellm_settings.service_callbacks", _I, "health logging of LiteLLM's own Redis and database"),
     KeyRule("litellm_settings.input_callback", _I, _LOGGING),
@@ -334,7 +334,11 @@ CALLBACK_RULES: tuple[KeyRule, ...] = (
         _M,
         "llm-extproc's own Prometheus metrics on extproc.metrics_listen (its metric names, not LiteLLM's)",
     ),
-    KeyRule("otel", _I, "OpenTelemetry tracing is not built yet"),
+    KeyRule(
+        "otel",
+        _M,
+        "llm-extproc's own OpenTelemetry traces: switches extproc.tracing on (OTLP gRPC, OTEL_* settings)",
+    ),
     KeyRule("presidio", _R, "use handlers.pii (masks or blocks personal data and secrets)"),
     KeyRule("hide_secrets", _R, "use handlers.pii with entities: {secret: mask}"),
     KeyRule("lakera_prompt_injection", _R, _GUARD),
@@ -409,7 +413,7 @@ RULES_BY_KEY: dict[str, KeyRule] = {rule.key: rule for rule in KEY_RULES}
 CALLBACKS_BY_NAME: dict[str, KeyRule] = {rule.key: rule for rule in CALLBACK_RULES}
 SECTIONS = ("litellm_settings", "general_settings", "router_settings")
 TOP_LEVEL_KEYS = frozenset(rule.key for rule in KEY_RULES if "." not in rule.key)
-# Lists whose entries only log: any name there is a warning (prometheus: mapped), never refused.
+# Lists whose entries only log: any name there is a warning (prometheus, otel: mapped), never refused.
 LOGGING_LISTS = (
     "success_callback",
     "failure_callback",
@@ -428,6 +432,8 @@ class Findings:
     notes: list[str] = field(default_factory=list)
     # The `callbacks` entries that are handlers to load (LiteLLM integrations taken out).
     handlers: tuple[str, ...] = ()
+    # A callback list names `otel`: the sidecar's traces are switched on (unless extproc.tracing says off).
+    tracing: bool = False
 
 
 def _entries(value: Any) -> list[Any]:
@@ -468,6 +474,15 @@ def _prometheus(where: str, metrics_listen: str | None, findings: Findings) -> N
         )
 
 
+def _mapped(where: str, name: str, metrics_listen: str | None, findings: Findings) -> None:
+    """A LiteLLM integration the sidecar has its own equivalent of."""
+    if name == "otel":
+        findings.tracing = True
+        findings.notes.append(f"{where}: otel: llm-extproc's own OpenTelemetry traces (extproc.tracing)")
+    else:
+        _prometheus(where, metrics_listen, findings)
+
+
 def _judge_callbacks(where: str, value: Any, metrics_listen: str | None, findings: Findings) -> None:
     """`litellm_settings.callbacks`: handlers kept, LiteLLM integrations judged one by one."""
     handlers: list[str] = []
@@ -488,20 +503,20 @@ def _judge_callbacks(where: str, value: Any, metrics_listen: str | None, finding
                 + rule.note
             )
         elif rule.handling is Handling.MAPPED:
-            _prometheus(where, metrics_listen, findings)
+            _mapped(where, entry, metrics_listen, findings)
         else:
             findings.warnings.append(f"{where}: {entry}: ignored by llm-extproc: {rule.note}")
     findings.handlers = tuple(handlers)
 
 
 def _judge_logging_list(where: str, value: Any, metrics_listen: str | None, findings: Findings) -> None:
-    """`success_callback` and the like only log: every entry is one warning (prometheus: mapped)."""
+    """`success_callback` and the like only log: every entry is one warning (prometheus, otel: mapped)."""
     for entry in _entries(value):
         name = str(entry)
-        if name == "prometheus":
-            _prometheus(where, metrics_listen, findings)
-            continue
         rule = CALLBACKS_BY_NAME.get(name)
+        if rule is not None and rule.handling is Handling.MAPPED:
+            _mapped(where, name, metrics_listen, findings)
+            continue
         note = rule.note if rule is not None and rule.handling is Handling.IGNORED else _LOGGING
         findings.warnings.append(f"{where}: {name}: ignored by llm-extproc: {note}")
 

@@ -9,6 +9,7 @@ from typing import Any
 from extproc.settings.auth import CREDENTIAL_HEADERS, SETTABLE_FIELDS, AuthSources, MetadataSource
 from extproc.settings.checks import ConfigError, boolean, integer, mapping
 from extproc.settings.listen import ListenAddress
+from extproc.settings.tracing import TracingSettings, parse_tracing
 from extproc.state.store_url import parse_store_url
 from extproc.types import CallTypeNames
 
@@ -78,6 +79,12 @@ class SidecarSettings:
     workers: int = 1
     # The `call_type` names hooks receive: LiteLLM's proxy names (`acompletion`) or the documented ones.
     call_types: CallTypeNames = CallTypeNames.PROXY
+    # OpenTelemetry traces (extproc/settings/tracing.py); None: no section (`callbacks: [otel]` adds one).
+    tracing: TracingSettings | None = None
+
+    @property
+    def tracing_on(self) -> bool:
+        return self.tracing is not None and self.tracing.enabled
 
     @property
     def one_message(self) -> bool:
@@ -125,6 +132,7 @@ _SIDECAR_KEYS = {
     "messages",
     "workers",
     "call_types",
+    "tracing",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 MAX_WORKERS = 64
@@ -373,6 +381,7 @@ def parse_sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> Sidec
         messages=_messages(raw.get("messages")),
         workers=_workers(raw.get("workers", defaults.workers)),
         call_types=_call_types(raw.get("call_types", defaults.call_types.value)),
+        tracing=parse_tracing(raw.get("tracing")),
     )
     _check_workers(settings, warnings)
     explicit_one = settings.messages == "one" or settings.forward_headers is not None

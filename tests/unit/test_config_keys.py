@@ -132,10 +132,23 @@ def test_prometheus_without_metrics_listen_warns_how_to_turn_it_on():
     assert "set extproc.metrics_listen" in loaded.warnings[0]
 
 
-def test_otel_warns_until_tracing_exists():
-    loaded = load({"litellm_settings": {"callbacks": ["otel"]}})
-    assert loaded.warnings == ("litellm_settings.callbacks: otel: ignored by llm-extproc: "
-                               "OpenTelemetry tracing is not built yet",)  # fmt: skip
+@pytest.mark.parametrize("where", ["callbacks", "success_callback"])
+def test_otel_switches_tracing_on_with_a_note(where):
+    loaded = load({"litellm_settings": {where: ["otel"]}})
+    assert loaded.warnings == ()
+    assert loaded.callbacks == ()
+    assert loaded.notes == (f"litellm_settings.{where}: otel: llm-extproc's own OpenTelemetry traces "
+                            "(extproc.tracing)",)  # fmt: skip
+    assert loaded.sidecar.tracing_on
+    assert not load({}).sidecar.tracing_on
+
+
+def test_otel_keeps_an_explicit_tracing_section():
+    doc = {"litellm_settings": {"callbacks": ["otel"]}, "extproc": {"tracing": {"enabled": False}}}
+    assert not load(doc).sidecar.tracing_on
+    doc["extproc"] = {"tracing": {"sample_ratio": 0.25, "record_content": True}}
+    tracing = load(doc).sidecar.tracing
+    assert tracing is not None and tracing.enabled and tracing.sample_ratio == 0.25 and tracing.record_content
 
 
 def test_max_request_size_mb_maps_onto_max_request_bytes():
