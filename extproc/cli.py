@@ -1,4 +1,4 @@
-"""The `llm-extproc` command: serve, dev, check, try, envoy-config, mock-upstream."""
+"""The `llm-extproc` command: serve, dev, check, try, envoy-config, gateway-config, mock-upstream."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from extproc.devtools.envoy_version import version_warning
 from extproc.errors import HandlerError
 from extproc.hooks.source_checks import handler_call_type_warnings, uncalled_hook_warnings
 from extproc.request import pipeline as pipeline_module
@@ -90,7 +91,7 @@ def _messages_line(pipeline: Pipeline) -> str:
     copied = "every request header" if listed is None else ", ".join(listed)
     return (
         f"messages per request: one, the body with the headers as Envoy metadata ({why}); hooks see {copied} "
-        "(Istio mode: two, Istio's routes cannot name the endpoint)"
+        "(Istio and Envoy Gateway modes: two, their routes cannot name the endpoint)"
     )
 
 
@@ -99,6 +100,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     setup_logging("warning", _json_logs(args))
     pipeline = pipeline_module.load(args.config)
     warnings = _warnings(pipeline)
+    envoy_warning = version_warning()
+    if envoy_warning is not None:
+        warnings.append(envoy_warning)
     for note in pipeline.config.notes:
         print(f"note: {note}")
     for warning in warnings:
@@ -225,6 +229,24 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway_config(args: argparse.Namespace) -> int:
+    from extproc.envoy import gateway
+
+    pipeline = _load(args.config)
+    image = args.image or f"llm-extproc:{installed_version().split()[0]}"
+    workload = gateway.Workload(args.service, args.namespace, args.port, image, args.replicas, args.configmap)
+    try:
+        target = gateway.Target(args.target_kind, args.target_name, args.section_name)
+        docs = gateway.manifests(pipeline, target, workload, policy_only=args.policy_only)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    if pipeline.config.sidecar.failure_mode_allow:
+        print(gateway.FAIL_OPEN_WARNING, file=sys.stderr)
+    sys.stdout.write(gateway.render(docs))
+    return 0
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     try:
         from extproc.devtools.mock_upstream import main as mock_main
@@ -311,11 +333,32 @@ def parser() -> argparse.ArgumentParser:
     envoy.add_argument("--upstream", default="http://127.0.0.1:8000", help="upstream base URL")
     envoy.set_defaults(func=cmd_envoy_config)
 
+    _gateway_parser(commands)
+
     mock = commands.add_parser("mock-upstream", help="run the mock OpenAI upstream")
     mock.add_argument("--port", type=int, default=8000)
     mock.add_argument("--host", default="127.0.0.1")
     mock.set_defaults(func=cmd_mock_upstream)
     return root
+
+
+def _gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gateway = commands.add_parser(
+        "gateway-config",
+        help="print Envoy Gateway's EnvoyExtensionPolicy, and the sidecar's Deployment and Service",
+    )
+    gateway.add_argument("--config", required=True)
+    gateway.add_argument("--target-kind", choices=("Gateway", "HTTPRoute"), required=True)
+    gateway.add_argument("--target-name", required=True, help="what the policy attaches to")
+    gateway.add_argument("--section-name", default=None, help="only this listener or route rule")
+    gateway.add_argument("--namespace", default=None, help="the target's namespace (default: kubectl's)")
+    gateway.add_argument("--service", default="llm-extproc", help="the sidecar's Service and Deployment")
+    gateway.add_argument("--port", type=int, default=50051, help="the sidecar's gRPC port")
+    gateway.add_argument("--image", default=None, help="the sidecar's image (default llm-extproc:<version>)")
+    gateway.add_argument("--replicas", type=int, default=2)
+    gateway.add_argument("--configmap", default=None, help="config.yaml and handlers (<service>-config)")
+    gateway.add_argument("--policy-only", action="store_true", help="only the EnvoyExtensionPolicy")
+    gateway.set_defaults(func=cmd_gateway_config)
 
 
 def installed_version() -> str:
