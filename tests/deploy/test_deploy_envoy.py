@@ -109,6 +109,16 @@ ISTIO_CASES = {
     "enforce-only-gateway": merge(ISTIO, ENFORCE_ONLY, GATEWAY),
     "response-side": merge(ISTIO, RESPONSE),
     "tuned-gateway-custom-port": merge(ISTIO, TUNED, GATEWAY, {"server": {"grpcPort": 15051}}),
+    "tuned-waypoint-priority": merge(
+        {"mode": "istio"},
+        TUNED,
+        {
+            "istio": {
+                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}],
+                "priority": 10,
+            }
+        },
+    ),
 }
 
 

@@ -192,7 +192,29 @@ envFrom:
 {{- fail "terminationGracePeriodSeconds must cover shutdownDelaySeconds + 1 + config.extproc.grace_seconds" }}
 {{- end }}
 {{- end }}
+{{- if and .Values.metrics.enabled (not .Values.existingConfigMap) }}
+{{- $listen := dig "extproc" "metrics_listen" "" (.Values.config | default dict) }}
+{{- if and $listen (not (hasSuffix (printf ":%d" (int .Values.metrics.port)) $listen)) }}
+{{- fail (printf "config.extproc.metrics_listen %s is not on metrics.port %d: leave it unset (the chart sets it) or make them agree" $listen (int .Values.metrics.port)) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (eq .Values.mode "sidecar") (not .Values.networkPolicy.http) }}
+{{- fail "networkPolicy.enabled in sidecar mode needs networkPolicy.http: who may send LLM requests to Envoy (e.g. [{namespaceSelector: {}}] for every pod in the cluster, an ipBlock for a load balancer)" }}
+{{- end }}
+{{- if and .Values.istio.authorizationPolicy.enabled (not (or .Values.istio.authorizationPolicy.principals .Values.istio.authorizationPolicy.namespaces)) }}
+{{- fail "istio.authorizationPolicy.enabled needs principals or namespaces (an empty allow list would refuse every caller)" }}
+{{- end }}
 {{- if eq .Values.mode "istio" }}
+{{- $labels := .Values.istio.workloadSelector.labels }}
+{{- if and $labels .Values.istio.targetRefs }}
+{{- fail "istio: set exactly one of workloadSelector.labels and targetRefs (Istio refuses an EnvoyFilter with both)" }}
+{{- end }}
+{{- if not (or $labels .Values.istio.targetRefs) }}
+{{- fail "istio: set workloadSelector.labels (sidecars, gateway pods) or targetRefs (Gateway API gateways, waypoints)" }}
+{{- end }}
+{{- if and .Values.istio.targetRefs (eq .Values.istio.context "SIDECAR_INBOUND") (int .Values.istio.portNumber) }}
+{{- fail "istio.portNumber with targetRefs in SIDECAR_INBOUND (a waypoint): the waypoint's HTTP listener is internal and has no port; leave portNumber 0" }}
+{{- end }}
 {{- $podLabels := merge (dict) (include "llm-extproc.selectorLabels" . | fromYaml) .Values.podLabels }}
 {{- $selects := true }}
 {{- range $key, $value := .Values.istio.workloadSelector.labels }}
@@ -200,7 +222,7 @@ envFrom:
 {{- $selects = false }}
 {{- end }}
 {{- end }}
-{{- if and $selects (eq (default $.Release.Namespace .Values.istio.namespace) .Release.Namespace) }}
+{{- if and $labels $selects (eq (default $.Release.Namespace .Values.istio.namespace) .Release.Namespace) }}
 {{- fail "istio.workloadSelector.labels select llm-extproc's own pods: ext_proc would call itself" }}
 {{- end }}
 {{- end }}
@@ -225,4 +247,47 @@ Mirrors AuthSources.untrusted_headers.
 {{- end }}
 {{- end }}
 {{- $out | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
+The config.yaml the ConfigMap holds: `config`, with extproc.metrics_listen set to 0.0.0.0:metrics.port
+when metrics.enabled and the config does not set it (a YAML mapping).
+*/}}
+{{- define "llm-extproc.config" -}}
+{{- $config := deepCopy (.Values.config | default dict) }}
+{{- if and .Values.metrics.enabled (not (dig "extproc" "metrics_listen" "" $config)) }}
+{{- $extproc := get $config "extproc" | default dict }}
+{{- $_ := set $extproc "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port)) }}
+{{- $_ := set $config "extproc" $extproc }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+The `listener` match of the EnvoyFilter's patches. HTTP and network filter patches: portNumber when set
+(on a sidecar's virtualInbound listener Istio matches it against the filter chain's destination port);
+with targetRefs in SIDECAR_INBOUND (an ambient waypoint) the waypoint's HTTP listener, main_internal.
+The LISTENER patch (`listener` argument true) is scoped the same way, except that a sidecar's inbound
+ports share one listener, virtualInbound, which Istio matches by name (not by the application's port).
+*/}}
+{{- define "llm-extproc.listenerMatch" -}}
+{{- $values := index . 0 }}
+{{- $forListener := index . 1 }}
+{{- $port := int $values.istio.portNumber }}
+{{- $match := dict }}
+{{- if eq $values.istio.context "GATEWAY" }}
+{{- if $port }}{{- $_ := set $match "portNumber" $port }}{{- end }}
+{{- else if $values.istio.targetRefs }}
+{{- $_ := set $match "name" "main_internal" }}
+{{- else if $forListener }}
+{{- $_ := set $match "name" "virtualInbound" }}
+{{- else if $port }}
+{{- $_ := set $match "portNumber" $port }}
+{{- end }}
+{{- if $match }}{{- toYaml $match }}{{- end }}
+{{- end }}
+
+{{/* The metrics port's number. */}}
+{{- define "llm-extproc.metricsPort" -}}
+{{- int .Values.metrics.port }}
 {{- end }}
