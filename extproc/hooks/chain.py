@@ -21,7 +21,8 @@ Each call is bounded by the handler's timeout. A handler with `fail_open` that t
 Every hook call of a request, and its ending events, run in that request's task or in tasks created
 from it, so context variables a handler sets at pre-call are its own per request (the rate limiter
 keeps its record there). A `Tracer` set on
-the chain is told how every call ended (`llm-extproc try` reports it).
+the chain is told how every call ended (`llm-extproc try` reports it). With OpenTelemetry traces on, each
+call is a span, a child of its request's (extproc/telemetry/tracing.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from extproc.hooks.loaded_guardrails import EVENT_OF, LoadedGuardrail
 from extproc.hooks.loader import LoadedHandler
 from extproc.hooks.log_events import log_kwargs
 from extproc.settings.config import HandlerPolicy
+from extproc.telemetry import tracing
 from extproc.types import HookKind, JSONDict, sidecar_metadata
 
 log = logging.getLogger("extproc.chain")
@@ -57,6 +59,13 @@ def outcome_of(result: Any) -> str:
     if isinstance(result, str):
         return f"returned a string: {result[:80]!r}"
     return "returned None" if result is None else f"returned a {type(result).__name__}"
+
+
+def hook_outcome(cause: BaseException) -> str:
+    """How a failed call is named on its span: a deliberate refusal, a timeout, or an error."""
+    if isinstance(cause, HookTimeout):
+        return "timeout"
+    return "refused" if is_http_exception(cause) else "error"
 
 
 _GUARDRAILS_FIRST = frozenset(
@@ -148,6 +157,8 @@ class HookChain:
 
     async def _call(self, hook: Hook, kwargs: dict[str, Any]) -> Any:
         """Call one hook within its timeout; `_SKIPPED` when a fail-open hook broke."""
+        parent = tracing.REQUEST_SPAN.get()  # None unless traces are on and the request is sampled
+        span = None if parent is None else tracing.start_hook(parent, hook.label, hook.kind.value)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(hook.timeout_s):
@@ -158,6 +169,8 @@ class HookChain:
         except asyncio.CancelledError as exc:
             self._trace(hook, _CANCELLED)
             if cancelled_by_caller():
+                if span is not None:
+                    tracing.end_hook(span, "cancelled")
                 raise
             cause = exc  # raised by the hook itself: a failure like any other
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: no hook ends the sidecar
@@ -166,15 +179,22 @@ class HookChain:
         else:
             if self.tracer is not None:
                 self.tracer(hook, outcome_of(result))
+            if span is not None:
+                refused = hook.kind is HookKind.PRE_CALL and isinstance(result, str)
+                tracing.end_hook(span, "refused" if refused else "ok")
             return result
         finally:
             hook.seconds.observe(time.perf_counter() - started)
         # Fail-open skips timeouts and crashes; a deliberate HTTP exception still refuses.
-        if hook.fail_open and (isinstance(cause, HookTimeout) or not is_http_exception(cause)):
+        skipped = hook.fail_open and (isinstance(cause, HookTimeout) or not is_http_exception(cause))
+        if skipped:
             log.warning("%s failed open (request goes on without it): %r", hook.label, cause)
-            return _SKIPPED
-        if hook.open_when_unreachable and (isinstance(cause, HookTimeout) or is_unreachable(cause)):
+        elif hook.open_when_unreachable and (isinstance(cause, HookTimeout) or is_unreachable(cause)):
             log.warning("%s could not reach its service; request goes on without it: %r", hook.label, cause)
+            skipped = True
+        if span is not None:
+            tracing.end_hook(span, "failed_open" if skipped else hook_outcome(cause), cause)
+        if skipped:
             return _SKIPPED
         raise HookFailed(hook.label, cause) from cause
 

@@ -23,7 +23,7 @@ from extproc.ops.reload import Reloader
 from extproc.request.pipeline import Pipeline
 from extproc.settings.listen import ListenAddress
 from extproc.settings.sizing import SIDECAR_MESSAGE_SLACK
-from extproc.telemetry import metrics
+from extproc.telemetry import metrics, tracing
 from extproc.telemetry.loop_watch import LoopWatch
 
 log = logging.getLogger("extproc.server")
@@ -135,6 +135,9 @@ async def serve(
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads when reloading is on. Worker i of
     several serves its metrics on the configured port + i."""
+    tracing_settings = pipeline.config.sidecar.tracing
+    if tracing_settings is not None and tracing_settings.enabled:  # read once: a reload does not change it
+        log.info("%s", tracing.start(tracing_settings))
     sidecar = Sidecar(pipeline, listen, reload_interval_s)
     addresses = await sidecar.start()
     metrics_address = pipeline.config.sidecar.metrics_address
@@ -159,3 +162,4 @@ async def serve(
     log.info("stopping: draining requests in flight for up to %.1f s", grace)
     await sidecar.stop(grace)
     watch.stop()
+    tracing.stop()  # exports the spans still batched

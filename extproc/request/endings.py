@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from extproc.api.endpoints import DEFAULT_FAMILY
+from extproc.api.guardrail_inputs import GuardrailInputs
 from extproc.api.views import unwrap
 from extproc.decisions import (
     CALL_TYPE,
@@ -40,8 +41,8 @@ from extproc.errors import (
 from extproc.request import guardrail_selection as selection
 from extproc.request.admission import public_headers
 from extproc.request.state import RequestState
-from extproc.telemetry import metrics
-from extproc.types import HookKind
+from extproc.telemetry import metrics, tracing
+from extproc.types import HookKind, JSONDict
 
 log = logging.getLogger("extproc.session")
 AnyDecision = TypeVar("AnyDecision", bound=Continue | Reply | Deferred)
@@ -77,6 +78,30 @@ def reason_of(exc: BaseException, moderation: bool) -> str:
     return "moderation" if moderation else "hook_refusal"
 
 
+def _trace_end(
+    request: RequestState, call_type: str, outcome: str, model: Any, answer: JSONDict | None
+) -> None:
+    """The request's span gets its GenAI attributes; prompt and answer texts are read only if recorded."""
+    family, data = request.family, request.data or {}
+    usage = answer.get("usage") if answer is not None else None
+
+    def answer_texts() -> list[str]:
+        inputs = GuardrailInputs.of_response(answer, call_type) if answer is not None else None
+        return [] if inputs is None else list(inputs.inputs.get("texts") or [])
+
+    tracing.request_ended(
+        request.span,
+        call_type,
+        outcome,
+        model,
+        request.status,
+        usage if isinstance(usage, dict) else {},
+        answer,
+        prompt=(lambda: family.prompt_text(data)) if family is not None and data else None,
+        answer_texts=answer_texts,
+    )
+
+
 class Ending:
     """The exactly-once ledger of one request, and the answers its failures get."""
 
@@ -102,6 +127,8 @@ class Ending:
             model = request.public_model or (request.data or {}).get("model")
             duration_s = (datetime.now() - request.start_time).total_seconds()
             metrics.record_request(call_type, model, outcome, usage, duration_s)
+            if request.span is not None:
+                _trace_end(request, call_type, outcome, model, answer if isinstance(answer, dict) else None)
         return True
 
     def succeeded(self, response: Any) -> None:

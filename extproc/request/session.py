@@ -43,7 +43,7 @@ from extproc.request.routing import route as route_to
 from extproc.request.state import RequestState
 from extproc.request.streaming import StreamPump, StreamRewriter, StreamState
 from extproc.settings.auth import hashed_credentials
-from extproc.telemetry import metrics
+from extproc.telemetry import metrics, tracing
 from extproc.telemetry.logs import bind_request_id
 from extproc.types import (
     ENDPOINT_METADATA_KEY,
@@ -196,6 +196,10 @@ class Session:
         request.metadata = message.read_metadata()
         request.request_id = headers.get("x-request-id", "")
         bind_request_id(request.request_id)
+        if tracing.on():  # the request's span, Envoy's (from the stream's traceparent) its parent
+            request.span = tracing.start_request(
+                self._stream_metadata, family.call_type.value, request.start_time, request.request_id
+            )
         admission.check_headers(family, headers, pipeline.config.sidecar.max_request_bytes)
         if message.end_of_stream:
             return await self._request(b"")
@@ -366,8 +370,12 @@ class Session:
             self.stream.cancel()
         self.stream = None
         waiting = self.pipeline.request_mode.response_headers and not self.ending.ended
-        if waiting and self.request.data is not None:
+        told_later = waiting and self.request.data is not None
+        if told_later:
             self.ending.tell_failure_later(ClientDisconnected())
-            return
-        self.ending.end("forwarded")  # went upstream; no hook needed to see the answer
-        self.request.forget()
+        else:
+            self.ending.end("forwarded")  # went upstream; no hook needed to see the answer
+        if self.request.span is not None:
+            tracing.end_request(self.request.span)
+        if not told_later:
+            self.request.forget()

@@ -28,6 +28,7 @@ class RequestState:
         "pipeline",
         "public_model",
         "request_id",
+        "span",
         "start_time",
         "status",
     )
@@ -42,6 +43,7 @@ class RequestState:
         self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
         self.public_model: str | None = None  # the client's model name when routing renamed it upstream
         self.status = 0  # the upstream's status, once its headers came
+        self.span: Any = None  # its OpenTelemetry span when traces are on and it is sampled
         self._user: UserAPIKeyAuth | None = None
 
     @property
