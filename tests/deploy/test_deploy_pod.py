@@ -5,6 +5,7 @@ proxies through the socket to a fake upstream. Only the pod's paths are mapped t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,7 @@ def pod() -> Iterator[Pod]:
             "concurrency": 1,
         },
         "server": {"grpcPort": free_port()},
+        "metrics": {"enabled": True, "port": free_port()},
         "config": {
             "litellm_settings": {"callbacks": ["custom_callbacks.proxy_handler_instance"]},
             "general_settings": {"enforce_user_param": True},
@@ -191,3 +193,19 @@ def test_llm_traffic_flows_through_the_socket_and_the_configmap_handler(pod):
         assert answered.status_code == 200, answered.text
     # The handler file from the ConfigMap, imported next to config.yaml, rewrote the model.
     assert [body["model"] for body in Upstream.seen] == ["rewritten-by-configmap-handler"]
+
+
+def test_prometheus_scrapes_the_metrics_port_the_service_monitor_names(pod):
+    """metrics.enabled: the ServiceMonitor's port (the container's `metrics` port) serves the sidecar's
+    metrics. (The alerts' series appear only with what they watch: a reload, a shared cache, response
+    headers sent to the sidecar; tests/deploy/test_deploy_monitoring.py checks their names.)"""
+    test_llm_traffic_flows_through_the_socket_and_the_configmap_handler(pod)
+    ports = {p["name"]: p["containerPort"] for p in container(pod.docs, "llm-extproc")["ports"]}
+    assert ports["metrics"] == pod.port("metrics", "port")
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['metrics']}", trust_env=False) as http:
+        text = _wait("metrics", pod, lambda: (r := http.get("/metrics")).status_code == 200 and r.text)
+    # The module's pod has served this test's requests and maybe others': counts of at least one.
+    assert re.search(
+        r'^llm_extproc_requests_total\{call_type="completion",outcome="forwarded"\} [1-9]', text, re.M
+    )
+    assert re.search(r'^llm_extproc_refusals_total\{reason="enforce_user_param"\} [1-9]', text, re.M)
