@@ -52,10 +52,11 @@ def _refused(note: str) -> Schema:
     return {"description": f"refused by llm-extproc: {note}", "not": {}}
 
 
-_FIELD_MAP: Schema = {"type": "object", "propertyNames": {"enum": sorted(SETTABLE_FIELDS)}}
+# {UserAPIKeyAuth field: header or metadata source}
+_FIELD_MAP: Schema = _closed({name: {"type": "string", "minLength": 1} for name in sorted(SETTABLE_FIELDS)})
 _AUTH_TYPES: dict[str, Schema] = {
-    "headers": {**_FIELD_MAP, "additionalProperties": {"type": "string", "minLength": 1}},
-    "metadata": {**_FIELD_MAP, "additionalProperties": {"type": "string", "minLength": 1}},
+    "headers": _FIELD_MAP,
+    "metadata": _FIELD_MAP,
     "trusted_headers": {"anyOf": [_BOOLEAN, _STRINGS]},
     "credential_headers": _STRINGS,
 }
