@@ -106,6 +106,15 @@ def test_bad_configs_fail_at_helm_instead_of_at_pod_start(tmp_path, config, with
         render({"config": config})
 
 
+def test_an_empty_section_is_asked_to_go(tmp_path):
+    """The loader reads `auth:` with no value as absent; the chart's templates read the config too, so
+    its schema asks for a mapping or no key, rather than failing in a template."""
+    config = {"extproc": {"auth": None}}
+    assert loader_verdict(config, tmp_path) == "ok"
+    with pytest.raises(helm_python.HelmValuesError, match="/config/extproc/auth"):
+        render({"mode": "istio", "istio": {"workloadSelector": {"labels": {"app": "chat"}}}, "config": config})
+
+
 def test_helm_lint_names_the_bad_key():
     findings = lint({"config": {"extproc": {"hook_timeout": 100}}})
     assert findings and any("hook_timeout" in finding for finding in findings), findings
