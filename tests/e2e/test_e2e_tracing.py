@@ -27,10 +27,15 @@ class H(CustomLogger):
 h = H()
 """
 CONFIG = """
-litellm_settings: {callbacks: [h.h, otel]}
+litellm_settings: {{callbacks: [h.h, otel]}}
 extproc:
-  tracing: {endpoint: "%s", service_name: traced-hooks%s}
+  tracing: {{endpoint: "{endpoint}", service_name: traced-hooks{more}}}
+  messages: {messages}
 """
+
+
+def config(collector, more="", messages="one"):
+    return CONFIG.format(endpoint=collector.endpoint, more=more, messages=messages)
 PROMPT = "tell me about the zebra-umbrella-4711"
 
 
@@ -63,7 +68,7 @@ def sidecar_span(spans, envoy_id):
 
 
 def test_request_and_hook_spans_are_children_of_envoys_with_genai_attributes(e2e_stack, collector):
-    stack = e2e_stack(CONFIG % (collector.endpoint, ""), {"h.py": HANDLER})
+    stack = e2e_stack(config(collector), {"h.py": HANDLER})
     ok = chat(stack, PROMPT, "trace-ok")
     refused = chat(stack, "forbidden words", "trace-refused")
     assert ok.status_code == 200 and refused.status_code == 403
@@ -124,7 +129,7 @@ def test_request_and_hook_spans_are_children_of_envoys_with_genai_attributes(e2e
 
 
 def test_record_content_puts_the_prompt_and_the_answer_on_the_span(e2e_stack, collector):
-    stack = e2e_stack(CONFIG % (collector.endpoint, ", record_content: true"), {"h.py": HANDLER})
+    stack = e2e_stack(config(collector, ", record_content: true"), {"h.py": HANDLER})
     assert chat(stack, PROMPT, "trace-content").status_code == 200
     envoy_id = stack.request_id_of("trace-content")
     spans = collector.wait_for(lambda spans: sidecar_span(spans, envoy_id) is not None)
@@ -132,3 +137,18 @@ def test_record_content_puts_the_prompt_and_the_answer_on_the_span(e2e_stack, co
     assert attributes["gen_ai.input.messages"] == PROMPT
     # The mock answers with the prompt it got: the answer's text, as a JSON list of the choices' texts.
     assert json.loads(attributes["gen_ai.output.messages"]) == [f"[mock:gpt-4o-mini] {PROMPT}"]
+
+
+def test_two_message_mode_gets_envoys_traceparent_too(e2e_stack, collector):
+    stack = e2e_stack(config(collector, messages="two"), {"h.py": HANDLER})
+    assert chat(stack, "hello", "trace-two").status_code == 200
+    envoy_id = stack.request_id_of("trace-two")
+
+    def parented(spans):
+        request = sidecar_span(spans, envoy_id)
+        return request is not None and any(s["span_id"] == request["parent_span_id"] for s in spans)
+
+    spans = collector.wait_for(parented)
+    request = sidecar_span(spans, envoy_id)
+    (stream,) = [s for s in spans if s["span_id"] == request["parent_span_id"]]
+    assert stream["service"] == "traced-hooks-envoy" and stream["trace_id"] == request["trace_id"]
