@@ -109,7 +109,7 @@ def test_every_builtin_object_matches_the_kubernetes_schema(values):
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {str(exc)[:600]}")
-    # Custom resources: kubernetes_validate has no schema for them; their CRDs' schemas and CEL rules
+    # Custom resources: kubernetes_validate has no schema for them; schemas written from their APIs
     # check them (tests/deploy/crd_schema.py), and Envoy checks the EnvoyFilter's patches
     # (tests/deploy/test_deploy_envoy.py).
     for doc in custom:

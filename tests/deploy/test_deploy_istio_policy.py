@@ -1,6 +1,7 @@
 """Istio mode's placement and access: the EnvoyFilter's priority, targetRefs (gateways, ambient
 waypoints) instead of workloadSelector, how far its buffer-limit patch reaches, and the
-AuthorizationPolicy; each checked against the Istio CRDs' schemas and CEL rules (crd_schema)."""
+AuthorizationPolicy; each checked against schemas written from Istio's API, its CRDs' rules included
+(crd_schema)."""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def test_templates_refuse(values, message):
 
 def test_the_crd_rules_catch_what_the_chart_avoids():
     """The CRD check can fail: both selectors, a misspelled match field, a wildcard label, a
-    cross-namespace targetRef are each refused, as the API server would."""
+    cross-namespace targetRef are each refused, as the API server would; so is neither selector, which the
+    API allows (it patches every proxy of the namespace) but the chart must never render."""
     base = envoy_filter(ISTIO)
     both = copy.deepcopy(base)
     both["spec"]["targetRefs"] = [WAYPOINT_REF]
@@ -133,12 +135,15 @@ def test_the_crd_rules_catch_what_the_chart_avoids():
     wildcard["spec"]["workloadSelector"]["labels"]["app"] = "*"
     bad_enum = copy.deepcopy(base)
     bad_enum["spec"]["configPatches"][0]["match"]["context"] = "SIDECAR"
+    neither = copy.deepcopy(base)
+    del neither["spec"]["workloadSelector"]
     for broken, message in [
         (both, "only one of targetRefs or workloadSelector"),
         (cross, "cross namespace"),
         (misspelled, "listner"),
         (wildcard, "wildcard"),
         (bad_enum, "SIDECAR"),
+        (neither, "one of workloadSelector or targetRefs must be set"),
     ]:
         with pytest.raises(crd_schema.CRDValidationError, match=message):
             crd_schema.validate(broken)

@@ -4,6 +4,8 @@ values) the sidecar exports. The scrape itself is tested on the running pod (tes
 
 from __future__ import annotations
 
+import copy
+
 import helm_python
 import promql_parser
 import pytest
@@ -110,3 +112,27 @@ def test_the_promql_check_bites():
     with pytest.raises(ValueError):
         promql_parser.parse("sum(rate(llm_extproc_reloads_total[5m])")
     assert selectors('llm_extproc_reload_total{result="refused"}')[0][0] not in exported_names()
+
+
+def test_the_monitoring_crd_schemas_bite():
+    """The ServiceMonitor and PrometheusRule checks can fail: a misspelled endpoint field, a Prometheus
+    duration in another form, a rule both alerting and recording, a recording rule with `for`."""
+    monitor = by_kind(objects(METRICS), "ServiceMonitor")
+    rule = by_kind(objects(METRICS), "PrometheusRule")
+    misspelled = copy.deepcopy(monitor)
+    misspelled["spec"]["endpoints"][0]["scrapeInterval"] = "30s"
+    bad_interval = copy.deepcopy(monitor)
+    bad_interval["spec"]["endpoints"][0]["interval"] = "1.5m"
+    both = copy.deepcopy(rule)
+    both["spec"]["groups"][0]["rules"][0]["record"] = "llm_extproc:reloads_refused:increase15m"
+    recording = copy.deepcopy(rule)
+    recording["spec"]["groups"][0]["rules"][1].pop("alert")
+    recording["spec"]["groups"][0]["rules"][1]["record"] = "llm_extproc:cache_backend_up:min"
+    for broken, message in [
+        (misspelled, "scrapeInterval"),
+        (bad_interval, "1.5m"),
+        (both, "either an alerting rule"),
+        (recording, "recording rule has no for"),
+    ]:
+        with pytest.raises(crd_schema.CRDValidationError, match=message):
+            crd_schema.validate(broken)
