@@ -166,3 +166,17 @@ def hcm(bootstrap: dict[str, Any], listener: int = 0) -> dict[str, Any]:
     found: dict[str, Any] = listeners[listener]["filter_chains"][0]["filters"][0]["typed_config"]
     assert found["@type"] == envoy_config.HCM_TYPE
     return found
+
+
+# A handler with a response-side hook: Envoy must send the response headers.
+RESPONSE_SIDE = """\
+from extproc import CustomLogger
+
+
+class Handler(CustomLogger):
+    async def async_post_call_success_hook(self, data, user_api_key_dict, response):
+        return response
+
+
+proxy_handler_instance = Handler()
+"""

@@ -23,6 +23,7 @@ from .helpers import (
     CHART,
     ISTIO,
     ISTIO_EXAMPLE,
+    RESPONSE_SIDE,
     by_kind,
     container,
     envoy_command,
@@ -44,17 +45,6 @@ class Handler(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
         data["model"] = "rewritten-by-configmap-handler"
         return data
-
-
-proxy_handler_instance = Handler()
-"""
-RESPONSE_SIDE = """\
-from extproc import CustomLogger
-
-
-class Handler(CustomLogger):
-    async def async_post_call_success_hook(self, data, user_api_key_dict, response):
-        return response
 
 
 proxy_handler_instance = Handler()

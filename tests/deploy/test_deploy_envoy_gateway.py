@@ -30,7 +30,7 @@ from extproc.envoy import envoy_config, gateway
 from extproc.request import pipeline
 from extproc.request.pipeline import Pipeline
 
-from .helpers import ENVOY, KUBE_VERSION, envoy_validate_file, hcm, unresolved_clusters
+from .helpers import ENVOY, KUBE_VERSION, RESPONSE_SIDE, envoy_validate_file, hcm, unresolved_clusters
 
 SCHEMA = json.loads(
     (Path(__file__).parent / "crds/gateway.envoyproxy.io_v1alpha1_EnvoyExtensionPolicy.json").read_text()
@@ -48,17 +48,6 @@ from extproc import CustomLogger
 class Handler(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
         return data
-
-
-proxy_handler_instance = Handler()
-"""
-RESPONSE_SIDE = """\
-from extproc import CustomLogger
-
-
-class Handler(CustomLogger):
-    async def async_post_call_success_hook(self, data, user_api_key_dict, response):
-        return response
 
 
 proxy_handler_instance = Handler()
