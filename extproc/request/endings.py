@@ -126,7 +126,7 @@ class Ending:
             usage = answer.get("usage") if isinstance(answer, dict) else None
             model = request.public_model or (request.data or {}).get("model")
             duration_s = (datetime.now() - request.start_time).total_seconds()
-            metrics.record_request(call_type, model, outcome, usage, duration_s)
+            metrics.record_request(call_type, model, outcome, usage, duration_s, request.first_chunk_s)
             if request.span is not None:
                 _trace_end(request, call_type, outcome, model, answer if isinstance(answer, dict) else None)
         return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from extproc.api.openai import INTERNAL_ERROR
@@ -351,6 +352,8 @@ class Session:
 
     async def _response_body(self, message: Message) -> Decision:
         if self.stream is not None:
+            if self.request.first_chunk_s is None:  # time to first token, for a stream the sidecar reads
+                self.request.first_chunk_s = (datetime.now() - self.request.start_time).total_seconds()
             return await self.stream.answer(message.body, message.end_of_stream)
         if self.passthrough or self.request.data is None or not message.end_of_stream:
             return CONTINUE

@@ -23,6 +23,7 @@ class RequestState:
         "_user",
         "data",
         "family",
+        "first_chunk_s",
         "headers",
         "metadata",
         "pipeline",
@@ -43,6 +44,7 @@ class RequestState:
         self.data: JSONDict | None = None  # what hooks see after the pre-call chain, sidecar keys included
         self.public_model: str | None = None  # the client's model name when routing renamed it upstream
         self.status = 0  # the upstream's status, once its headers came
+        self.first_chunk_s: float | None = None  # a stream's first body chunk, seconds after the start
         self.span: Any = None  # its OpenTelemetry span when traces are on and it is sampled
         self._user: UserAPIKeyAuth | None = None
 

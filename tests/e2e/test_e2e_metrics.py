@@ -89,3 +89,36 @@ def test_genai_metrics_count_each_ending_with_its_tokens(e2e_stack):
         labels = {**common, "gen_ai_token_type": kind, "outcome": "success"}
         assert delta("gen_ai_client_token_usage_count", **labels) == 1
         assert delta("gen_ai_client_token_usage_sum", **labels) > 0
+
+
+STREAM_HANDLER = """
+from extproc import CustomLogger
+
+class H(CustomLogger):
+    async def async_post_call_streaming_hook(self, user_api_key_dict, response):
+        return response
+
+h = H()
+"""
+
+
+def test_time_to_first_token_is_recorded_for_streams_the_sidecar_reads(e2e_stack):
+    """A stream whose chunks the sidecar reads adds one time to first token, no later than its duration; a
+    buffered answer adds none."""
+    stack = e2e_stack(CONFIG.replace("[h.h]", "[s.h]"), {"s.py": STREAM_HANDLER})
+    labels = {"call_type": "completion", "gen_ai_request_model": "other", "outcome": "success"}
+    before = scrape(stack)
+    body = {"model": "m", "user": "u", "messages": [{"role": "user", "content": "hi"}]}
+    assert stack.http.post("/v1/chat/completions", json=body).status_code == 200
+    middle = scrape(stack)
+    streamed = stack.http.post("/v1/chat/completions", json={**body, "stream": True}, headers={"x-mock-chunks": "5"})
+    assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    after = scrape(stack)
+    first = "gen_ai_server_time_to_first_token_seconds"
+    assert sample(middle, f"{first}_count", **labels) == sample(before, f"{first}_count", **labels)
+    assert sample(after, f"{first}_count", **labels) - sample(middle, f"{first}_count", **labels) == 1
+    waited = sample(after, f"{first}_sum", **labels) - sample(middle, f"{first}_sum", **labels)
+    took = sample(after, "gen_ai_client_operation_duration_seconds_sum", **labels) - sample(
+        middle, "gen_ai_client_operation_duration_seconds_sum", **labels
+    )
+    assert 0 < waited <= took
