@@ -25,7 +25,7 @@ from extproc.envoy.local_replies import (
     unhooked_llm_routes,
 )
 from extproc.request.guardrail_selection import APPLIED_HEADER
-from extproc.request.modes import envoy_processing_mode
+from extproc.request.modes import envoy_processing_mode, reads_success_answers
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, MESSAGE_TIMEOUT_MARGIN_MS, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
 from extproc.settings.listen import ListenAddress
@@ -43,6 +43,7 @@ EXT_PROC_PER_ROUTE_TYPE = f"{_TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute"
 ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
 LUA_TYPE = f"{_TYPE}.filters.http.lua.v3.Lua"
 BUFFER_TYPE = f"{_TYPE}.filters.http.buffer.v3.Buffer"
+JSON_TO_METADATA_TYPE = f"{_TYPE}.filters.http.json_to_metadata.v3.JsonToMetadata"
 EARLY_MUTATION_TYPE = f"{_TYPE}.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 HTTP_OPTIONS_TYPE = f"{_TYPE}.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -155,6 +156,16 @@ def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
 
 HEADER_COPY_FILTER = "envoy.filters.http.lua"
 HOLDING_FILTER = "envoy.filters.http.buffer"
+USAGE_FILTER = "envoy.filters.http.json_to_metadata"
+# A JSON answer's usage -> the `llm_extproc` namespace, under the names the sidecar writes (OpenAI's; the
+# Messages and Responses APIs' input/output counts under the same names).
+USAGE_FIELDS = (
+    ("prompt_tokens", "prompt_tokens"),
+    ("completion_tokens", "completion_tokens"),
+    ("total_tokens", "total_tokens"),
+    ("input_tokens", "prompt_tokens"),
+    ("output_tokens", "completion_tokens"),
+)
 FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
 
@@ -165,6 +176,7 @@ def _disabled() -> dict[str, Any]:
         EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True},
         HEADER_COPY_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
         HOLDING_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
+        USAGE_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
     }
 
 
@@ -453,6 +465,23 @@ def add_tracing(pipeline: Pipeline, hcm: dict[str, Any], clusters: list[dict[str
     clusters.append(cluster)
 
 
+def usage_filters(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """When no hook reads whole answers (so the sidecar does not report their usage), Envoy copies a JSON
+    answer's `usage` token counts into the `llm_extproc` namespace itself, for its rate-limit filter and
+    access log. Streams (SSE) are not read; routes that bypass the sidecar's paths are not either."""
+    if reads_success_answers(pipeline.chain.kinds):
+        return []
+    rules = [
+        {
+            "selectors": [{"key": "usage"}, {"key": field}],
+            "on_present": {"metadata_namespace": METADATA_NAMESPACE, "key": key, "type": "NUMBER"},
+        }
+        for field, key in USAGE_FIELDS
+    ]
+    config = {"@type": JSON_TO_METADATA_TYPE, "response_rules": {"rules": rules}}
+    return [{"name": USAGE_FILTER, "typed_config": config}]
+
+
 def bootstrap(
     pipeline: Pipeline,
     *,
@@ -484,6 +513,7 @@ def bootstrap(
             *_forwarding_filters(pipeline),
             ext_proc_filter(pipeline),
             *_holding_filters(pipeline, limit),
+            *usage_filters(pipeline),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }

@@ -41,6 +41,11 @@ def needed_mode(kinds: frozenset[HookKind], *, enforce_user: bool, routing: bool
     )
 
 
+def reads_success_answers(kinds: frozenset[HookKind]) -> bool:
+    """Whether a hook reads whole successful answers (the sidecar then reports their usage itself)."""
+    return bool(kinds & _READ_SUCCESS)
+
+
 def needs_sidecar(mode: Mode) -> bool:
     """False when no hook and no setting needs anything from LLM requests: Envoy never asks."""
     return mode.request_body is not BodyMode.NONE or mode.response_headers

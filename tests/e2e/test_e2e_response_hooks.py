@@ -600,6 +600,26 @@ def test_access_log_metadata_with_model_rewrite_and_usage(stack, request_id):
         assert metadata[field] == usage[field], (field, metadata, usage)
 
 
+def test_envoy_reports_the_usage_when_no_hook_reads_the_answer(pre_call_stack, request_id):
+    """Only a pre-call hook: the sidecar never sees the answer, and Envoy's json_to_metadata filter puts
+    its token counts where the rate-limit recipe reads them (OpenAI's names; Messages' too)."""
+    response = pre_call_stack.http.post(
+        "/v1/chat/completions", json=chat("count me"), headers={"x-request-id": request_id}
+    )
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    metadata = pre_call_stack.access_entry(request_id)["llm_extproc"]
+    assert "upstream_status" not in metadata  # the sidecar did not read the answer...
+    for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert metadata[field] == usage[field], (field, metadata, usage)  # ...Envoy did
+    body = {"model": "claude", "max_tokens": 20, "messages": [{"role": "user", "content": "count me"}]}
+    response = pre_call_stack.http.post("/v1/messages", json=body, headers={"x-request-id": request_id + "-m"})
+    assert response.status_code == 200, response.text
+    metadata = pre_call_stack.access_entry(request_id + "-m")["llm_extproc"]
+    assert metadata["prompt_tokens"] == response.json()["usage"]["input_tokens"]
+    assert metadata["completion_tokens"] == response.json()["usage"]["output_tokens"]
+
+
 def test_access_log_metadata_of_a_text_completion(stack, request_id):
     response = stack.http.post("/v1/completions", json=completion("two words"), headers=headers(request_id))
     assert response.status_code == 200, response.text
