@@ -215,7 +215,8 @@ def splice(envoy_filter: dict[str, Any], bootstrap: dict[str, Any]) -> dict[str,
     """What Istio would do to its own config, done to a static bootstrap without an ext_proc filter."""
     result = copy.deepcopy(bootstrap)
     manager = hcm(result)
-    filters = [f for f in manager["http_filters"] if f["name"] != envoy_config.EXT_PROC_FILTER]
+    # Istio's chain has none of the generated bootstrap's own filters (ext_proc, json_to_metadata): the router.
+    filters = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.router"]
     patches = _patches(envoy_filter)
     value = patches["HTTP_FILTER"]["patch"]["value"]
     router = [f["name"] for f in filters].index("envoy.filters.http.router")
