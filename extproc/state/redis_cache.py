@@ -265,21 +265,28 @@ class RedisBackend:
         await self._pipelined(calls)
 
     async def _pipelined(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        """Script calls sent together (EVALSHA, not a transaction: each script is atomic on its own);
-        scripts the server does not hold yet (a restart, a new server) are loaded and the batch resent."""
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                results: list[Any] = await pipe.execute()
-                return results
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                for script in {id(script): script for script, _, _ in calls}.values():
-                    await self._client.script_load(script.script)
-        raise AssertionError("unreachable")
+        """Script calls sent together (EVALSHA, not a transaction: each script is atomic on its own).
+        A script the server does not hold yet (a restart, a new server) is loaded and only the calls that
+        failed for it are sent again: the others were applied, and must not count twice."""
+        results = await self._send(calls)
+        no_script = redis.exceptions.NoScriptError
+        missing = [n for n, result in enumerate(results) if isinstance(result, no_script)]
+        if missing:
+            for script in {id(calls[n][0]): calls[n][0] for n in missing}.values():
+                await self._client.script_load(script.script)
+            for n, result in zip(missing, await self._send([calls[n] for n in missing]), strict=True):
+                results[n] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    async def _send(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def delete(self, key: str) -> None:
         await self._client.delete(self._name(key))

@@ -457,6 +457,13 @@ async def test_take_many_and_adjust_many_are_the_single_calls_in_one_batch(backe
     assert plain.exists(PREFIX + "gone") == 0
 
 
+async def test_a_batch_with_one_script_missing_counts_each_change_once(backend: RedisBackend, plain) -> None:
+    plain.script_flush()
+    await backend.increment("warm", 1, None)  # the server now holds the increment script, not the take one
+    assert await backend.take_many([("a", 1.0, None, None), ("b", 1.0, None, "t")]) == [1.0, 1.0]
+    assert plain.get(PREFIX + "a") == b"1" and plain.get(PREFIX + "b") == b"1"
+
+
 class RoundTrips:
     """A TCP relay in front of a server that counts the client's turns: each time the client sends after
     the server last spoke (or first), one round trip."""
