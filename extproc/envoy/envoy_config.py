@@ -469,8 +469,8 @@ def usage_filters(pipeline: Pipeline) -> list[dict[str, Any]]:
     """When no hook reads whole answers (so the sidecar does not report their usage), Envoy copies a JSON
     answer's `usage` token counts into the `llm_extproc` namespace itself, for its rate-limit filter and
     access log. Streams (SSE) are not read; routes that bypass the sidecar's paths are not either."""
-    if reads_success_answers(pipeline.chain.kinds):
-        return []
+    if not pipeline.needs_sidecar or reads_success_answers(pipeline.chain.kinds):
+        return []  # every LLM route bypasses the sidecar (and this filter), or the sidecar reports usage
     rules = [
         {
             "selectors": [{"key": "usage"}, {"key": field}],

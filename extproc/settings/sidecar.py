@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,10 +270,15 @@ def _cache(raw: dict[str, Any]) -> CacheSettings:
     return CacheSettings(url, mode, integer(raw.get("timeout_ms", 250), "extproc.cache.timeout_ms"))
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def _forward_headers(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v and ":" not in v for v in value):
+    # HTTP header names (RFC 9110 tokens): they become Lua table keys in the generated Envoy config.
+    names = value if isinstance(value, list) else None
+    if names is None or not all(isinstance(v, str) and _HEADER_NAME.fullmatch(v) for v in names):
         raise ConfigError("extproc.forward_headers: expected a list of header names")
     return tuple(
         dict.fromkeys(["content-type", "content-encoding", "x-request-id", *(v.lower() for v in value)])

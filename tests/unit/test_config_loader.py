@@ -112,6 +112,9 @@ def test_callbacks_list_and_extproc_section(tmp_path):
         ("extproc: {workers: 2, listen: ['unix:/s'], metrics_listen: ':65535'}", "port 65536, above"),
         ("a: [", "not valid YAML"),
         ("extproc: {routing: true, forward_headers: [x-user]}", "extproc.routing: not supported in one-message mode"),
+        # A header name becomes a Lua table key in Envoy's config: only HTTP token characters.
+        ("extproc: {forward_headers: ['x-a\"] = nil; os.exit() --']}", "extproc.forward_headers: expected a list"),
+        ("extproc: {messages: three}", "extproc.messages: expected 'one' or 'two'"),
         ("extproc: {auth: {trusted_headers: [x-team]}}", "extproc.auth.trusted_headers: 'x-team' is not"),
         ("extproc: {auth: {trusted_headers: yes-please}}", "extproc.auth.trusted_headers: expected a list"),
         (
