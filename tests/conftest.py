@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import json_lines
 from hypothesis import HealthCheck, settings
 
 from extproc.devtools.dev import DevStack
@@ -111,10 +112,7 @@ class E2EStack:
 
     def hook_calls(self) -> list[dict[str, Any]]:
         """Lines a test handler appended to `calls.jsonl` next to its config (a test convention)."""
-        path = self.folder / "calls.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return json_lines(self.folder / "calls.jsonl")
 
 
 StackFactory = Callable[..., E2EStack]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,18 @@ def poll(probe: Callable[[], Any], what: str, deadline_s: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {deadline_s:g} s waiting for {what}")
         time.sleep(0.02)
+
+
+def complete_lines(text: str) -> list[str]:
+    """The lines of a file another process appends to, but the last one if it is still being written."""
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of a file another process appends to."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in complete_lines(path.read_text()) if line.strip()]
 
 
 def ext_proc_phases(entry: dict[str, Any]) -> dict[str, int]:

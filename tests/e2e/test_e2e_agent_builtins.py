@@ -12,10 +12,11 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from helpers import json_lines
 
 pytestmark = pytest.mark.e2e
 
-HOOKS = '''
+HOOKS = """
 import json
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class Tagger(CustomGuardrail):
 
 
 observer = Observer()
-'''
+"""
 CONFIG = """
 model_list:
   - model_name: claude-public
@@ -101,9 +102,9 @@ def upstream_body(stack) -> dict[str, Any]:
 
 
 def events(stack, **match: Any) -> list[dict[str, Any]]:
-    path = stack.folder / "events.jsonl"
-    found = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [e for e in found if all(e.get(k) == v for k, v in match.items())]
+    return [
+        e for e in json_lines(stack.folder / "events.jsonl") if all(e.get(k) == v for k, v in match.items())
+    ]
 
 
 def message(claude_client, content: Any, **extra: Any) -> Any:
@@ -143,7 +144,9 @@ def test_pii_is_masked_in_system_text_blocks_tool_use_input_and_tool_results(sta
             {"role": "user", "content": [{"type": "text", "text": "mail me at a@example.com"}]},
             {
                 "role": "assistant",
-                "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": "b@example.com"}}],
+                "content": [
+                    {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": "b@example.com"}}
+                ],
             },
             {
                 "role": "user",

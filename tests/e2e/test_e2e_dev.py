@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from helpers import complete_lines
 
 from extproc.cli import LOG_FORMAT_ENV
 from extproc.devtools.dev import DevStack, StackError
@@ -80,7 +81,7 @@ def test_programmatic_stacks_echo_nothing(tmp_path, capsys, monkeypatch):
         run_dir = stack.run_dir
         # logged before the reply left the sidecar, so it is in the file once the client has its 500
         records = [
-            json.loads(line) for line in stack.children["sidecar"].output().splitlines() if line[:1] == "{"
+            json.loads(line) for line in complete_lines(stack.children["sidecar"].output()) if line[:1] == "{"
         ]
     (failure,) = [r for r in records if "failed: 500 boom" in r["message"]]
     assert f'File "{tmp_path / "printer.py"}", line 8, in async_pre_call_hook' in failure["exc"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 import pytest
+from helpers import json_lines, poll
 
 pytestmark = pytest.mark.e2e
 
@@ -158,10 +159,9 @@ def upstream_body(stack) -> dict[str, Any]:
 
 
 def events(stack, **match: Any) -> list[dict[str, Any]]:
-    path = stack.folder / "events.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    found = [json.loads(line) for line in lines]
-    return [e for e in found if all(e.get(k) == v for k, v in match.items())]
+    return [
+        e for e in json_lines(stack.folder / "events.jsonl") if all(e.get(k) == v for k, v in match.items())
+    ]
 
 
 def ask(text: str, **extra: Any) -> dict[str, Any]:
@@ -255,23 +255,19 @@ def test_apply_guardrail_masks_a_streamed_answer(stack, client, request_id):
     )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == "[mock:gpt-4o] [CODENAME] and [CODENAME]"
-    responses = events(stack, guardrail="masker", event="response")
-    assert responses and responses[-1]["texts"] == ["[mock:gpt-4o] [CODENAME] and [CODENAME]"]
+    responses = poll(
+        lambda: events(stack, guardrail="masker", event="response"), "the masker's response event"
+    )
+    assert responses[-1]["texts"] == ["[mock:gpt-4o] [CODENAME] and [CODENAME]"]
 
 
 def test_logging_only_guardrail_sees_the_event_and_changes_nothing(stack, client, request_id):
     client.chat.completions.create(**ask("just log me"), extra_headers={"x-request-id": request_id})
     assert upstream_body(stack)["messages"][-1]["content"] == "just log me"
     envoy_id = stack.request_id_of(request_id)
-    deadline_events = []
-    for _ in range(200):
-        deadline_events = events(stack, guardrail="auditor", event="logged", id=envoy_id)
-        if deadline_events:
-            break
-        import time
-
-        time.sleep(0.02)
-    assert deadline_events, "the logging-only guardrail never saw the success event"
+    poll(
+        lambda: events(stack, guardrail="auditor", event="logged", id=envoy_id), "the auditor's success event"
+    )
 
 
 @pytest.mark.parametrize(
@@ -328,7 +324,9 @@ def test_check_lists_each_guardrail_with_its_mode_and_hooks(stack):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "guardrail bomb-screen (guards.BombScreen; mode pre_call; default_on): async_pre_call_hook" in lines
+    assert (
+        "guardrail bomb-screen (guards.BombScreen; mode pre_call; default_on): async_pre_call_hook" in lines
+    )
     masker = next(line for line in lines if line.startswith("guardrail masker "))
     assert "when a request names it" in masker and masker.endswith("(apply_guardrail)")
     assert "async_post_call_streaming_iterator_hook" in masker
