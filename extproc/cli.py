@@ -209,7 +209,7 @@ def cmd_try(args: argparse.Namespace) -> int:
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
-    from extproc.envoy import envoy_config
+    from extproc.envoy import admin_stats, envoy_config
 
     pipeline = _load(args.config)
     sidecar = args.sidecar or pipeline.config.sidecar.listen_addresses[0]
@@ -222,6 +222,8 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
             upstream=args.upstream,
             listen_address=args.listen_address,
         )
+        if args.stats_port is not None:
+            bootstrap = admin_stats.add_stats_listener(bootstrap, args.stats_port)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -324,6 +326,12 @@ def parser() -> argparse.ArgumentParser:
     envoy.add_argument("--port", type=int, default=10000, help="Envoy's listener port")
     envoy.add_argument("--listen-address", default="0.0.0.0")
     envoy.add_argument("--admin-port", type=int, default=9901)
+    envoy.add_argument(
+        "--stats-port",
+        type=int,
+        default=None,
+        help="also a listener on this port serving only the admin's /stats/prometheus (Envoy's own metrics)",
+    )
     envoy.add_argument(
         "--sidecar",
         type=_listen_address,
