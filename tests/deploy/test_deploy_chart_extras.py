@@ -67,8 +67,9 @@ def test_network_policy_admits_each_list_to_its_own_port():
     pod_labels = by_kind(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    rules = {rule["ports"][0]["port"]: rule["from"] for rule in policy["spec"]["ingress"]}
-    assert rules == {50051: PEERS["grpc"], 10000: PEERS["http"], 9464: PEERS["metrics"]}
+    rules = {port["port"]: rule["from"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    # The metrics peers reach both metrics ports: the sidecar's and Envoy's stats listener (9903).
+    assert rules == {50051: PEERS["grpc"], 10000: PEERS["http"], 9464: PEERS["metrics"], 9903: PEERS["metrics"]}
     # Each port is one the pod really listens on.
     listening = {p["containerPort"] for c in pod_spec(docs)["containers"] for p in c["ports"]}
     assert set(rules) <= listening

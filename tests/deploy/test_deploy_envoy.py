@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from extproc.envoy import envoy_config
+from extproc.envoy import admin_stats, envoy_config
 from extproc.request import pipeline
 
 from .helpers import (
@@ -91,6 +91,9 @@ SIDECAR_CASES = {
         },
     ),
     "response-side": RESPONSE,
+    "metrics-custom-ports": merge(
+        TUNED, {"metrics": {"enabled": True}, "envoy": {"adminPort": 19901, "metricsPort": 19903}}
+    ),
 }
 ISTIO_CASES = {
     "defaults": ISTIO,
@@ -134,8 +137,22 @@ def test_init_container_command_writes_the_bootstrap_envoy_runs(tmp_path, values
         upstream=merged["upstream"]["url"],
         listen_address="0.0.0.0",
     )
+    if merged["metrics"]["enabled"]:  # Envoy's stats on their own listener
+        expected = admin_stats.add_stats_listener(expected, merged["envoy"]["metricsPort"])
     assert bootstrap == yaml.safe_load(envoy_config.render(expected))
     assert unresolved_clusters(bootstrap) == set()
+    listeners = {
+        listener["name"]: listener["address"]["socket_address"]
+        for listener in bootstrap["static_resources"]["listeners"]
+    }
+    ports = {p["name"]: p["containerPort"] for p in container(docs, "envoy")["ports"]}
+    if merged["metrics"]["enabled"]:
+        assert listeners[admin_stats.STATS_LISTENER] == {
+            "address": "0.0.0.0",
+            "port_value": ports["envoy-metrics"],
+        }
+    else:
+        assert admin_stats.STATS_LISTENER not in listeners and "envoy-metrics" not in ports
 
     # The Envoy container's own command line (readiness listener merged with --config-yaml) validates.
     command = envoy_command(docs, tmp_path)

@@ -55,8 +55,17 @@ def test_the_metrics_port_is_wired_from_config_to_service_monitor(values):
     crd_schema.validate(monitor)
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == "metrics"
+    scraped = {endpoint["port"]: endpoint["path"] for endpoint in monitor["spec"]["endpoints"]}
+    if values.get("mode") == "istio":  # no Envoy in the pod
+        assert scraped == {"metrics": "/metrics"}
+        return
+    # Sidecar mode: Envoy's own stats too, on the port of the listener that serves only them.
+    assert scraped == {"metrics": "/metrics", "envoy-metrics": "/stats/prometheus"}
+    (envoy_service_port,) = [p for p in service["spec"]["ports"] if p["name"] == "envoy-metrics"]
+    envoy_ports = {p["name"]: p["containerPort"] for p in container(docs, "envoy")["ports"]}
+    assert envoy_service_port["targetPort"] == "envoy-metrics"
+    assert envoy_service_port["port"] == envoy_ports["envoy-metrics"] == 9903
+    assert "--stats-port 9903" in container(docs, "envoy-config")["command"][2]
 
 
 def test_metrics_off_adds_nothing():
@@ -66,6 +75,8 @@ def test_metrics_off_adds_nothing():
         "metrics_listen" not in yaml.safe_load(by_kind(docs, "ConfigMap")["data"]["config.yaml"])["extproc"]
     )
     assert [p["name"] for p in container(docs, "llm-extproc")["ports"]] == ["grpc"]
+    assert [p["name"] for p in container(docs, "envoy")["ports"]] == ["http", "envoy-ready"]
+    assert "--stats-port" not in container(docs, "envoy-config")["command"][2]
     assert [p["name"] for p in by_kind(docs, "Service")["spec"]["ports"]] == ["http"]
     only_port = objects(merge(METRICS, {"metrics": {"serviceMonitor": {"enabled": False}}}))
     assert "ServiceMonitor" not in kinds(only_port) and "PrometheusRule" in kinds(only_port)

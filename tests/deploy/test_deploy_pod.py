@@ -23,7 +23,16 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .helpers import SCRIPTS, container, envoy_command, localize, objects, run_init_container, write_configmap
+from .helpers import (
+    SCRIPTS,
+    by_kind,
+    container,
+    envoy_command,
+    localize,
+    objects,
+    run_init_container,
+    write_configmap,
+)
 from .test_deploy_envoy import PRE_CALL
 
 DEADLINE_S = 15.0
@@ -114,6 +123,7 @@ def pod() -> Iterator[Pod]:
             "port": free_port(),
             "adminPort": free_port(),
             "readinessPort": free_port(),
+            "metricsPort": free_port(),
             "concurrency": 1,
         },
         "server": {"grpcPort": free_port()},
@@ -209,3 +219,32 @@ def test_prometheus_scrapes_the_metrics_port_the_service_monitor_names(pod):
         r'^llm_extproc_requests_total\{call_type="completion",outcome="forwarded"\} [1-9]', text, re.M
     )
     assert re.search(r'^llm_extproc_refusals_total\{reason="enforce_user_param"\} [1-9]', text, re.M)
+
+
+def test_envoy_stats_are_served_on_their_port_and_nothing_else_of_the_admin(pod):
+    """metrics.enabled: the ServiceMonitor's second endpoint (Service port `envoy-metrics`, the Envoy
+    container's port of that name) serves Envoy's Prometheus stats, from the admin on 127.0.0.1; no other
+    admin path or method gets through, and a POST /quitquitquit there leaves Envoy running."""
+    test_llm_traffic_flows_through_the_socket_and_the_configmap_handler(pod)
+    monitor = by_kind(pod.docs, "ServiceMonitor")
+    (endpoint,) = [e for e in monitor["spec"]["endpoints"] if e["port"] == "envoy-metrics"]
+    (service_port,) = [p for p in by_kind(pod.docs, "Service")["spec"]["ports"] if p["name"] == endpoint["port"]]
+    ports = {p["name"]: p["containerPort"] for p in container(pod.docs, "envoy")["ports"]}
+    port = ports[service_port["targetPort"]]
+    assert port == pod.port("envoy", "metricsPort") != pod.port("envoy", "adminPort")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5) as http:
+        text = _wait("Envoy stats", pod, lambda: (r := http.get(endpoint["path"])).status_code == 200 and r.text)
+        # Envoy's own series, with the LLM listener's traffic counted (this test sent two requests).
+        assert re.search(r"^envoy_server_live(\{[^}]*\})? 1$", text, re.M), text[:2000]
+        assert re.search(r'^envoy_http_downstream_rq_total\{envoy_http_conn_manager_prefix="llm"\} [1-9]', text, re.M)
+        assert http.get(endpoint["path"], params={"usedonly": ""}).status_code == 200
+        for path in ("/config_dump", "/stats", "/ready", "/clusters", "/stats/prometheus/../config_dump", "/"):
+            refused = http.get(path)
+            assert refused.status_code == 404 and "envoy_" not in refused.text, path
+        for method, path in (("POST", "/quitquitquit"), ("POST", "/logging"), ("POST", "/stats/prometheus")):
+            assert http.request(method, path).status_code == 404, (method, path)
+    # The admin itself does have these paths (on 127.0.0.1 only), so the 404s above were the listener's.
+    with httpx.Client(base_url=f"http://127.0.0.1:{pod.port('envoy', 'adminPort')}", trust_env=False) as admin:
+        assert admin.get("/config_dump").status_code == 200
+    assert pod.processes["envoy"].poll() is None, pod.logs()
+    assert _ready(pod).text.strip() == "LIVE"
