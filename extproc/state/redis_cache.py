@@ -117,9 +117,20 @@ return false
 """
 MARKER_TTL_MS = 3_600_000  # a take's marker on a counter without a TTL; a lone give-back's memory
 
-# What makes the shared store "down" (OSError includes the builtin TimeoutError). Other errors, such as
-# a ResponseError for a key holding a non-number, are bugs to surface, not outages.
-UNAVAILABLE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# What makes the shared store "down" (OSError includes the builtin TimeoutError): no answer, a cluster
+# between primaries (CLUSTERDOWN, TRYAGAIN, a slot no node serves yet), and the AttributeError redis-py's
+# asyncio cluster client raises when a failover closes a connection another call is writing on (`_writer`
+# gone: seen under traffic). Other errors, such as a ResponseError for a key holding a non-number, are
+# bugs to surface, not outages.
+UNAVAILABLE_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+    AttributeError,
+    OSError,
+)
 MAX_PENDING = 100_000  # give-backs kept for a shared store that is down; beyond, they are dropped
 
 

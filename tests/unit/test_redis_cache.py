@@ -534,3 +534,39 @@ async def test_the_rate_limiter_makes_one_round_trip_to_take_and_one_to_release(
     finally:
         await cache.shared_cache.close()
         relay.close()
+
+
+class FailingStore(InMemoryCache):
+    """A shared store whose client fails as redis-py's cluster client does in a failover."""
+
+    where = "a cluster failing over"
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    async def increment(self, key: str, amount: float, ttl: float | None) -> float:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.SlotNotCoveredError("slot 42 is not covered"),
+        AttributeError("'NoneType' object has no attribute 'writelines'"),
+    ],
+    ids=["clusterdown", "tryagain", "slot-not-covered", "writer-gone"],
+)
+async def test_a_cluster_between_primaries_is_an_outage_not_a_failed_request(error: BaseException) -> None:
+    store = ResilientBackend(FailingStore(error), InMemoryCache(), retry_after_s=RETRY_S)  # type: ignore[arg-type]
+    assert await store.increment("k", 1, 60) == 1  # counted in-process
+    assert store.state == "down" and store.outages == 1 and store.fallback_calls == 1
+
+
+async def test_a_bug_is_not_an_outage() -> None:
+    store = ResilientBackend(FailingStore(redis.exceptions.ResponseError("WRONGTYPE")), InMemoryCache())  # type: ignore[arg-type]
+    with pytest.raises(redis.exceptions.ResponseError):
+        await store.increment("k", 1, 60)
+    assert store.state == "up"
