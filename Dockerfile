@@ -1,4 +1,4 @@
-# llm-extproc: the Envoy ext_proc sidecar, runtime only (no dev/test/lint extras).
+# llm-extproc: the Envoy ext_proc sidecar, runtime only (with the `otel` extra; no dev/test/lint extras).
 #
 #   make image            # docker or podman: tags llm-extproc:<pyproject version>, fills the labels below
 #   docker build -t llm-extproc:0.1.0 --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
@@ -35,8 +35,16 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY extproc/ extproc/
 COPY handlers/ handlers/
-# Runtime dependencies only: pyproject's `dependencies` (no extras). The source is not needed afterwards.
-RUN pip install --no-cache-dir . && rm -rf /src
+# Runtime dependencies: pyproject's `dependencies` and the `otel` extra (OpenTelemetry's SDK and OTLP
+# exporter, for extproc.tracing); no dev/test/lint tools. xds-protos ships an older copy of
+# opentelemetry/proto/* and pip keeps whichever package it wrote last, so opentelemetry-proto's own files
+# are put back (as the Makefile does), and the build fails here if the exporter does not import.
+# The source is not needed afterwards.
+RUN pip install --no-cache-dir ".[otel]" \
+    && proto=$(python -c "from importlib.metadata import version; print(version('opentelemetry-proto'))") \
+    && pip install --no-cache-dir --no-deps --force-reinstall "opentelemetry-proto==$proto" \
+    && cd / && python -c "from extproc.telemetry import tracing; tracing.require()" \
+    && rm -rf /src
 
 # OCI image labels (https://github.com/opencontainers/image-spec/blob/main/annotations.md). Declared after
 # the install so a new revision only rebuilds this metadata layer. `make image` passes VERSION (pyproject's),

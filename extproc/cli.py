@@ -99,6 +99,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Load and validate; with `--strict` (for CI) any warning fails the check."""
     setup_logging("warning", _json_logs(args))
     pipeline = pipeline_module.load(args.config)
+    if pipeline.config.sidecar.tracing_on:  # `serve` would refuse to start without OpenTelemetry
+        from extproc.telemetry import tracing
+
+        tracing.require()
     warnings = _warnings(pipeline)
     envoy_warning = version_warning()
     if envoy_warning is not None:

@@ -19,6 +19,7 @@ a failed hook carries its `error.type` only.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
@@ -34,9 +35,26 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
+# What traces import, by the distribution that provides it: pyproject.toml's `otel` extra (which the
+# container image installs; tests/deploy/test_deploy_dockerfile.py holds them to each other).
+PACKAGES = {
+    "opentelemetry-api": (
+        "opentelemetry.context",
+        "opentelemetry.trace",
+        "opentelemetry.trace.propagation.tracecontext",
+    ),
+    "opentelemetry-sdk": (
+        "opentelemetry.sdk.resources",
+        "opentelemetry.sdk.trace",
+        "opentelemetry.sdk.trace.export",
+        "opentelemetry.sdk.trace.sampling",
+    ),
+    "opentelemetry-exporter-otlp-proto-grpc": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter",),
+}
 MISSING = (
-    "traces need OpenTelemetry's SDK and OTLP exporter: pip install opentelemetry-sdk "
-    "opentelemetry-exporter-otlp-proto-grpc (the `dev` extra has them)"
+    "traces need OpenTelemetry's SDK and OTLP gRPC exporter, which are not installed here: install "
+    "llm-extproc's `otel` extra (pip install 'llm-extproc[otel]'; the container image and the `dev` "
+    "extra have it), or switch traces off"
 )
 
 # The running request's span (None: tracing off, or the request not sampled); hook spans are its children.
@@ -81,18 +99,27 @@ class _Names:
         self.propagator = TraceContextTextMapPropagator()
 
 
+def require() -> None:
+    """Import every module traces use (`PACKAGES`): a ConfigError naming the `otel` extra when one is
+    missing or does not import (`serve` and `check` with traces on; the image's build)."""
+    for modules in PACKAGES.values():
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ConfigError(f"extproc.tracing: {MISSING} ({exc})") from None
+
+
 def start(settings: TracingSettings) -> str:
     """Install OpenTelemetry's SDK with an OTLP gRPC exporter (a batch processor off the event loop);
     says where spans go. Called once per process, before requests arrive."""
     global _tracer, _provider, _record_content, _otel
-    try:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-    except ImportError as exc:
-        raise ConfigError(f"extproc.tracing: {MISSING} ({exc})") from None
+    require()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     endpoint = settings.collector()
     ratio = settings.ratio()

@@ -3,6 +3,8 @@ labels; and `make image`, run against stand-in `docker`/`podman` commands that r
 
 from __future__ import annotations
 
+import importlib.metadata
+import inspect
 import json
 import os
 import re
@@ -12,6 +14,10 @@ import subprocess
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from extproc.telemetry import tracing
 
 from .helpers import REPO, container, objects, pod_spec
 
@@ -86,12 +92,83 @@ def test_every_copy_source_exists_and_is_not_dockerignored():
         assert pattern in ignored, pattern
 
 
-def test_installs_runtime_dependencies_only():
+def install_commands() -> list[list[str]]:
+    """The commands of the RUN that installs the project, split at `&&`, each as its words."""
     (install,) = [run for run in only("RUN") if "pip install" in run]
-    assert "--no-cache-dir ." in install
-    assert "[" not in install  # no extras: dev/test/lint stay out of the image
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["llm-extproc"] == "extproc.cli:main"
+    return [shlex.split(command) for command in install.split("&&")]
+
+
+def image_extras() -> set[str]:
+    """The extras of the project's own `pip install` in the image (the first one: `.` or `.[a,b]`)."""
+    first = install_commands()[0]
+    assert first[:2] == ["pip", "install"], first
+    (target,) = [word for word in first[2:] if not word.startswith("-")]
+    found = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", target)
+    assert found, target
+    return set(filter(None, (found.group(1) or "").split(",")))
+
+
+def _name(requirement: str) -> str:
+    return Requirement(requirement).name.lower().replace("_", "-")
+
+
+def requirements(extras: set[str]) -> set[str]:
+    """The distributions pyproject.toml asks for with these extras (`llm-extproc[x]` in an extra expanded)."""
+    names = {_name(r) for r in PROJECT["dependencies"]}
+    for extra in extras:
+        for requirement in PROJECT["optional-dependencies"][extra]:
+            parsed = Requirement(requirement)
+            if parsed.name == PROJECT["name"]:
+                names |= requirements(set(parsed.extras))
+            else:
+                names.add(_name(requirement))
+    return names
+
+
+def test_installs_runtime_dependencies_and_the_otel_extra_only():
+    # dev/test/lint stay out of the image; `otel` is in, so extproc.tracing works in a pod.
+    assert image_extras() == {"otel"}
+    assert all(_name(r).startswith("opentelemetry-") for r in PROJECT["optional-dependencies"]["otel"])
+    assert "llm-extproc[otel]" in PROJECT["optional-dependencies"]["dev"]  # `make run` traces too
+    assert PROJECT["scripts"]["llm-extproc"] == "extproc.cli:main"
+
+
+def test_the_image_installs_every_package_traces_import():
+    """tracing.PACKAGES names what `extproc.tracing` imports, by distribution: each one is in what the
+    image's install asks for, and each listed module really is that distribution's (so the list cannot
+    drift from the imports either: tracing.start imports nothing else)."""
+    installed = requirements(image_extras())
+    for distribution, modules in tracing.PACKAGES.items():
+        assert distribution in installed, f"the image does not install {distribution}, which traces need"
+        files = {str(f) for f in importlib.metadata.files(distribution) or ()}
+        for module in modules:
+            path = module.replace(".", "/")
+            assert f"{path}.py" in files or f"{path}/__init__.py" in files, (module, distribution)
+    imported = set(re.findall(r"^\s+from (opentelemetry[\w.]*) import", inspect.getsource(tracing), re.M))
+    assert imported <= {m for modules in tracing.PACKAGES.values() for m in modules}
+    # Without the extra, the install would miss them: the check above can fail.
+    assert not {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-grpc"} & requirements(set())
+    tracing.require()  # and in this environment (the `dev` extra) they import
+
+
+def test_the_image_puts_opentelemetry_proto_back_and_checks_that_traces_import():
+    """xds-protos ships an older opentelemetry/proto/* and pip keeps whichever package it wrote last (the
+    OTLP exporter then fails with `cannot import name 'InstrumentationScope'`): after the install the
+    image reinstalls opentelemetry-proto's own files, at the version installed, as the Makefile does,
+    then imports everything traces use, so a broken image fails its build, before removing the source."""
+    commands = install_commands()
+    assert "xds-protos" in requirements(set())
+    assert [c[0] for c in commands] == ["pip", "proto=$(python", "pip", "cd", "python", "rm"]
+    (install, version, reinstall, cd, check, remove) = (" ".join(c) for c in commands)
+    assert "version('opentelemetry-proto')" in version
+    assert reinstall.startswith("pip install") and "--no-deps" in reinstall and "--force-reinstall" in reinstall
+    assert reinstall.endswith("opentelemetry-proto==$proto")
+    assert cd == "cd /"  # the installed package is imported, not /src's copy
+    assert check == "python -c from extproc.telemetry import tracing; tracing.require()"
+    assert remove == "rm -rf /src"
+    assert "--no-cache-dir" in install
+    makefile = (REPO / "Makefile").read_text()
+    assert "--force-reinstall --no-deps" in makefile and '"opentelemetry-proto==' in makefile
 
 
 def test_chart_runs_the_image_as_its_user():
