@@ -68,9 +68,10 @@ check: $(RUN_STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
-## deploy-envoy: regenerate deploy/envoy/envoy.yaml (a test fails if it drifts from the generator)
+## deploy-envoy: regenerate deploy/envoy/envoy.yaml and the chart's files/one-message.json (tests fail if they drift)
 deploy-envoy: $(RUN_STAMP)
 	$(BIN)/llm-extproc envoy-config --config deploy/envoy/config.yaml --upstream http://upstream:8000 > deploy/envoy/envoy.yaml
+	$(BIN)/python -m extproc.envoy.endpoint_match > deploy/helm/llm-extproc/files/one-message.json
 
 ## image: build the container image llm-extproc:<pyproject version> with docker or podman (OCI labels filled);
 ## says so and builds nothing where no container engine answers

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,3 +77,49 @@ def ext_proc_phases(entry: dict[str, Any]) -> dict[str, int]:
         elif name in ("rb", "sb", "rt", "st"):
             counts[name] = int(rest.split(":")[0])
     return counts
+
+
+EAGER_ANSWER = b'{"id": "x", "object": "chat.completion", "model": "eager", "choices": []}'
+
+
+class EagerUpstream:
+    """An upstream that answers 200 as soon as it has a request's headers, without reading the body (as
+    some servers answer errors): the sidecar's answer must come before Envoy sends it anything."""
+
+    def __init__(self) -> None:
+        self.accepted = 0  # connections, counted as they come (`seen` once each has ended)
+        self.seen: list[bytes] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            length = len(EAGER_ANSWER)  # one request per connection: Envoy must not reuse it
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n"
+            connection.sendall(head.encode() + b"connection: close\r\n\r\n" + EAGER_ANSWER)
+            connection.settimeout(2)
+            try:
+                while chunk := connection.recv(65536):
+                    received += chunk
+            except OSError:
+                pass
+            self.seen.append(received)
+
+    def close(self) -> None:
+        self._server.close()

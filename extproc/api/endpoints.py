@@ -43,6 +43,25 @@ LLM_PATH_PREFIXES = (
 )
 
 
+_LOWER_PREFIXES = tuple(prefix.lower() for prefix in LLM_PATH_PREFIXES)
+# Methods that carry no request for a model: they may reach the upstream unhooked (stored completions'
+# GET, a response's DELETE, CORS preflights).
+BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
+UNHOOKED_MESSAGE = (
+    "llm-extproc: this request looks like an LLM call the hooks do not cover (another path spelling, "
+    "method or endpoint): refused. Send POST to a hooked endpoint, e.g. /v1/chat/completions."
+)
+
+
+def unhooked_llm_call(path: str, method: str, hooked_path: bool) -> bool:
+    """What the generated Envoy config refuses itself (local_replies.unhooked_llm_routes), for proxies
+    whose routes are not ours (Istio, Envoy Gateway): a method other than POST and the bodyless ones on
+    a path that starts like an LLM endpoint in any case, unless it is a POST to a hooked path."""
+    if method in BODYLESS_METHODS or (hooked_path and method == "POST"):
+        return False
+    return path.partition("?")[0].lower().startswith(_LOWER_PREFIXES)
+
+
 def path_regex(suffix: str) -> str:
     """The exact paths of one endpoint: `/v1` optional, its aliases, one trailing slash allowed."""
     spellings = [rf"(/v1)?{suffix}", *ENDPOINT_ALIASES.get(suffix, ())]

@@ -22,6 +22,7 @@ from extproc.envoy.local_replies import (
     SIDECAR_ERROR_STATUS,
     access_log,
     local_replies,
+    no_body_answers,
     unhooked_llm_routes,
 )
 from extproc.request.guardrail_selection import APPLIED_HEADER
@@ -290,37 +291,52 @@ def one_message_routes(action: dict[str, Any]) -> list[dict[str, Any]]:
 
 # One-message mode: what the request-headers message would have told the sidecar, copied by Envoy into
 # the `llm_extproc.request` namespace as one `headers` map (forwarded with the body message; the
-# sidecar's answer replaces it with the credentials' hashes). A request without a body is refused here:
-# no ext_proc message would be sent for it, so it would reach the upstream unhooked (local_replies gives
-# the refusal the family's error shape, marked by `NO_BODY_KEY`).
+# sidecar's answer replaces it with the credentials' hashes). With WITH_PATH (where the route cannot name
+# the endpoint: Istio) `:path` is copied too, for the sidecar to place the request. A request without a
+# body is refused here: no ext_proc message would be sent for it, so it would reach the upstream unhooked
+# (in the family's error shape; local_replies maps it too, marked by `NO_BODY_KEY`).
 _HEADER_COPY_LUA = """\
 local ONLY = %(only)s
+local WITH_PATH = %(with_path)s
 function envoy_on_request(handle)
+  local headers = handle:headers()
+  local path = headers:get(":path")
   local copied = {}
-  for name, value in pairs(handle:headers()) do
+  for name, value in pairs(headers) do
     if string.byte(name, 1) ~= 58 and (ONLY == nil or ONLY[name]) then
       local seen = copied[name]
       if seen == nil then copied[name] = value else copied[name] = seen .. "," .. value end
     end
   end
+  if WITH_PATH then copied[":path"] = path end
   handle:streamInfo():dynamicMetadata():set("%(namespace)s", "headers", copied)
   local body = handle:body()
   if body == nil or body:length() == 0 then
     handle:streamInfo():dynamicMetadata():set("%(namespace)s", "%(no_body_key)s", true)
-    handle:respond({[":status"] = "400"}, "no body")
+    local answer = [==[%(openai)s]==]
+    -- of the hooked endpoints, only Anthropic's Messages API ends in /messages
+    if string.find(string.gsub(path, "%%?.*$", ""), "/messages/?$") then
+      answer = [==[%(anthropic_answer)s]==]
+    end
+    handle:respond({[":status"] = "400", ["content-type"] = "application/json"}, answer)
   end
 end
 """
 
 
-def header_copy_filter(headers: tuple[str, ...] | None) -> dict[str, Any]:
-    """Copies the request headers hooks read (`headers`; None: all of them) into dynamic metadata that
-    Envoy forwards with the body message, and refuses a request without a body (one-message mode)."""
+def header_copy_filter(headers: tuple[str, ...] | None, with_path: bool = False) -> dict[str, Any]:
+    """Copies the request headers hooks read (`headers`; None: all of them), and `:path` if `with_path`,
+    into dynamic metadata that Envoy forwards with the body message, and refuses a request without a body
+    (one-message mode)."""
     only = "nil" if headers is None else "{" + ", ".join(f'["{h}"] = true' for h in headers) + "}"
+    openai, anthropic = no_body_answers()
     source = _HEADER_COPY_LUA % {
         "only": only,
+        "with_path": "true" if with_path else "false",
         "namespace": FORWARDED_HEADERS_NAMESPACE,
         "no_body_key": NO_BODY_KEY,
+        "openai": openai,
+        "anthropic_answer": anthropic,
     }
     return {
         "name": HEADER_COPY_FILTER,

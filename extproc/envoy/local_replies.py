@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from extproc.api import anthropic
-from extproc.api.endpoints import LLM_PATH_PREFIXES
+from extproc.api.endpoints import BODYLESS_METHODS, LLM_PATH_PREFIXES, UNHOOKED_MESSAGE
 from extproc.api.openai import envelope
 from extproc.decisions import METADATA_NAMESPACE, VERDICT
 from extproc.request.pipeline import Pipeline
@@ -41,6 +43,16 @@ def _anthropic_body(status: int, message: str) -> dict[str, Any]:
 # One-message mode: Envoy's header-copy filter refuses a request without a body, marking it with this key
 # in the forwarded headers' namespace (see envoy_config.header_copy_filter).
 NO_BODY_KEY = "no_body"
+NO_BODY_MESSAGE = "Invalid request: the request body is empty"
+
+
+def no_body_answers() -> tuple[str, str]:
+    """The refusal of a request without a body as JSON text, in the OpenAI and the Anthropic shape (for
+    the header-copy filter to answer itself where no local reply mapper of ours runs: Istio)."""
+    openai = _envelope(400, NO_BODY_MESSAGE, "invalid_request_error", "request_body")["json_format"]
+    anthropic_body = _anthropic_body(400, NO_BODY_MESSAGE)["json_format"]
+    return orjson.dumps(openai).decode(), orjson.dumps(anthropic_body).decode()
+
 
 # Requests on Anthropic's routes get Envoy's replies in Anthropic's shape.
 ANTHROPIC_PATHS = r"^(/anthropic)?(/v1)?/messages/?(\?.*)?$"
@@ -145,21 +157,13 @@ def local_replies(pipeline: Pipeline) -> dict[str, Any]:
                 ]
             }
         },
-        "body_format_override": _envelope(
-            400, "Invalid request: the request body is empty", "invalid_request_error", "request_body"
-        ),
+        "body_format_override": _envelope(400, NO_BODY_MESSAGE, "invalid_request_error", "request_body"),
     }
     openai_mappers = [too_large, *upstream_failed, *sidecar_failed, no_body, bad_request]
     return {"mappers": [*(_for_anthropic(m) for m in openai_mappers), *openai_mappers]}
 
 
-# Methods that carry no request for a model: they may reach the upstream unhooked (stored completions'
-# GET, a response's DELETE, CORS preflights).
-_BODYLESS_METHODS = "^(GET|HEAD|DELETE|OPTIONS)$"
-_UNHOOKED_MESSAGE = (
-    "llm-extproc: this request looks like an LLM call the hooks do not cover (another path spelling, "
-    "method or endpoint): refused. Send POST to a hooked endpoint, e.g. /v1/chat/completions."
-)
+_BODYLESS_METHODS = "^({})$".format("|".join(BODYLESS_METHODS))
 
 
 def unhooked_llm_routes(except_post: bool) -> list[dict[str, Any]]:
@@ -167,7 +171,7 @@ def unhooked_llm_routes(except_post: bool) -> list[dict[str, Any]]:
     endpoint (any case) that no hooked route took, or (`except_post`) such a path with a method the
     hooks never see."""
     methods = "^(POST|GET|HEAD|DELETE|OPTIONS)$" if except_post else _BODYLESS_METHODS
-    body = envelope(404, _UNHOOKED_MESSAGE).decode()
+    body = envelope(404, UNHOOKED_MESSAGE).decode()
     method = {"name": ":method", "string_match": {"safe_regex": {"regex": methods}}, "invert_match": True}
     content_type = {
         "header": {"key": "content-type", "value": "application/json"},

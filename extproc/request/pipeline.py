@@ -104,8 +104,9 @@ def build(config: Config, cache: DualCache | None = None) -> Pipeline:
         envoy_waits_s=(settings.hook_timeout_ms + MESSAGE_TIMEOUT_MARGIN_MS) / 1000,
         phase_budgets=phase_budgets(chain),
         router=router,
-        metadata_namespaces=settings.auth.namespaces
-        + ((FORWARDED_HEADERS_NAMESPACE,) if one_message else ()),
+        # The forwarded headers are read whenever a body comes first (Istio sends those on hooked POSTs
+        # whatever `one_message` says for the generated bootstrap).
+        metadata_namespaces=(*settings.auth.namespaces, FORWARDED_HEADERS_NAMESPACE),
         one_message=one_message,
     )
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from extproc.api.endpoints import UNHOOKED_MESSAGE, unhooked_llm_call
 from extproc.api.openai import INTERNAL_ERROR
 from extproc.decisions import (
     APPLIED_GUARDRAILS,
@@ -64,7 +65,7 @@ NOT_BUFFERED = (
 )
 NO_ENDPOINT = (
     f"llm-extproc: a body came without its headers and the route names no endpoint ({ENDPOINT_METADATA_KEY} "
-    "in the ext_proc filter's grpc_initial_metadata): regenerate Envoy's config"
+    "in the ext_proc filter's grpc_initial_metadata, or a forwarded :path): regenerate Envoy's config"
 )
 Route = tuple[tuple[str, str], ...]
 
@@ -188,8 +189,12 @@ class Session:
         self._started = True
         pipeline, request = self.pipeline, self.request
         headers = message.headers
-        family = pipeline.routes.match(headers.get(":path", ""))
-        if family is None or headers.get(":method") != "POST" or not pipeline.needs_sidecar:
+        path, method = headers.get(":path", ""), headers.get(":method", "")
+        family = pipeline.routes.match(path)
+        if family is None or method != "POST" or not pipeline.needs_sidecar:
+            # Where Envoy's routes are ours it refused these already; elsewhere (Istio) they come here.
+            if pipeline.needs_sidecar and unhooked_llm_call(path, method, family is not None):
+                raise ProxyException(UNHOOKED_MESSAGE, 404)
             self.passthrough = True
             return PASS_THROUGH
         request.family = family
@@ -207,7 +212,7 @@ class Session:
         return Continue(mode=pipeline.request_mode)
 
     async def _request_body(self, message: Message) -> Decision:
-        if not self._started and self.pipeline.one_message:
+        if not self._started:  # Envoy skipped the headers message
             return await self._one_message(message)
         if self.passthrough or self.request.family is None:
             return CONTINUE
@@ -216,16 +221,18 @@ class Session:
         return await self._request(message.body)
 
     async def _one_message(self, message: Message) -> Decision:
-        """One-message mode: no request-headers message came. The route named the endpoint in the stream's
-        metadata and an earlier filter forwarded the headers hooks may read; then the body, as usual."""
-        endpoint = next((v for k, v in self._stream_metadata() or () if k == ENDPOINT_METADATA_KEY), None)
-        if endpoint is None:  # a route that sends the body alone must name its endpoint, or nothing is hooked
-            raise ProxyException(NO_ENDPOINT, 500)
+        """One-message mode: no request-headers message came. An earlier filter forwarded the headers hooks
+        may read; the route named the endpoint in the stream's metadata, or (where the routes are not ours:
+        Istio) that filter forwarded `:path` too. Then the body, as usual."""
         metadata = message.read_metadata()
         forwarded = (metadata.pop(FORWARDED_HEADERS_NAMESPACE, None) or {}).get("headers")
         if not isinstance(forwarded, dict):
             forwarded = {}
         headers = {k: v for k, v in forwarded.items() if isinstance(v, str)}
+        path = headers.pop(":path", None)
+        endpoint = next((v for k, v in self._stream_metadata() or () if k == ENDPOINT_METADATA_KEY), path)
+        if endpoint is None:  # a route that sends the body alone must name its endpoint, or nothing is hooked
+            raise ProxyException(NO_ENDPOINT, 500)
         # Envoy keeps what it forwarded in its dynamic metadata, where access logs and later filters read
         # it: the answer replaces the copied headers with the credentials' hashes alone (see `_decide`).
         credentials = self.pipeline.config.sidecar.auth.credential_headers

@@ -64,6 +64,23 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found
 
 
+def http_filter_patches(envoy_filter: dict[str, Any]) -> list[dict[str, Any]]:
+    """The EnvoyFilter's HTTP_FILTER patches, in order."""
+    return [p for p in envoy_filter["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
+
+
+def unwrapped(http_filter: dict[str, Any]) -> dict[str, Any]:
+    """The filter an ExtensionWithMatcher wraps (the filter itself if it is not wrapped)."""
+    wrapped: dict[str, Any] = http_filter["typed_config"].get("extension_config", http_filter)
+    return wrapped
+
+
+def ext_proc_filters(envoy_filter: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ext_proc filters the EnvoyFilter inserts (unwrapped): the headers-first one last."""
+    found = [unwrapped(p["patch"]["value"]) for p in http_filter_patches(envoy_filter)]
+    return [f for f in found if f["typed_config"]["@type"] == envoy_config.EXT_PROC_TYPE]
+
+
 def kinds(docs: list[dict[str, Any]]) -> list[str]:
     return sorted(doc["kind"] for doc in docs)
 

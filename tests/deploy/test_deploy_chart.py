@@ -19,6 +19,8 @@ from .helpers import (
     NAMESPACE,
     by_kind,
     container,
+    ext_proc_filters,
+    http_filter_patches,
     kinds,
     lint,
     merge,
@@ -357,16 +359,19 @@ def test_istio_mode_runs_llm_extproc_alone_behind_a_grpc_service():
     assert (port["name"], port["port"], port["appProtocol"]) == ("grpc", 50051, "grpc")
     envoy_filter = by_kind(docs, "EnvoyFilter")
     assert envoy_filter["spec"]["workloadSelector"] == {"labels": {"app": "chat"}}
-    patch = envoy_filter["spec"]["configPatches"][0]
-    assert patch["applyTo"] == "HTTP_FILTER"
-    assert patch["match"]["context"] == "SIDECAR_INBOUND"
-    assert patch["match"]["listener"]["filterChain"]["filter"] == {
-        "name": "envoy.filters.network.http_connection_manager",
-        "subFilter": {"name": "envoy.filters.http.router"},
-    }
-    assert patch["patch"]["operation"] == "INSERT_BEFORE"
-    cluster = patch["patch"]["value"]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
-    assert cluster == f"outbound|50051||{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    assert envoy_filter["spec"]["configPatches"][0]["applyTo"] == "HTTP_FILTER"
+    for patch in http_filter_patches(envoy_filter):
+        assert patch["match"]["context"] == "SIDECAR_INBOUND"
+        assert patch["match"]["listener"]["filterChain"]["filter"] == {
+            "name": "envoy.filters.network.http_connection_manager",
+            "subFilter": {"name": "envoy.filters.http.router"},
+        }
+        assert patch["patch"]["operation"] == "INSERT_BEFORE"
+    filters = ext_proc_filters(envoy_filter)
+    assert len(filters) == 2  # one message for hooked POSTs, the headers first for the rest
+    for ext_proc in filters:
+        cluster = ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+        assert cluster == f"outbound|50051||{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
 
 
 def test_istio_gateway_context_and_port():

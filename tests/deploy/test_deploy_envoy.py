@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from extproc.envoy import admin_stats, envoy_config
+from extproc.envoy import admin_stats, endpoint_match, envoy_config
 from extproc.request import pipeline
 
 from .helpers import (
@@ -29,11 +29,14 @@ from .helpers import (
     envoy_command,
     envoy_validate,
     envoy_validate_file,
+    ext_proc_filters,
     hcm,
+    http_filter_patches,
     merge,
     objects,
     run_init_container,
     unresolved_clusters,
+    walk,
     write_configmap,
 )
 
@@ -225,7 +228,18 @@ def _istio_setup(
 
 
 def _patches(envoy_filter: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {p["applyTo"]: p for p in envoy_filter["spec"]["configPatches"]}
+    """The patches other than HTTP_FILTER (one of each kind)."""
+    return {p["applyTo"]: p for p in envoy_filter["spec"]["configPatches"] if p["applyTo"] != "HTTP_FILTER"}
+
+
+def _headers_first(envoy_filter: dict[str, Any]) -> dict[str, Any]:
+    """The ext_proc filter that gets the headers message (the only one with two messages per request)."""
+    return ext_proc_filters(envoy_filter)[-1]["typed_config"]
+
+
+def _cluster_of(envoy_filter: dict[str, Any]) -> str:
+    cluster: str = _headers_first(envoy_filter)["grpc_service"]["envoy_grpc"]["cluster_name"]
+    return cluster
 
 
 def splice(envoy_filter: dict[str, Any], bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -235,11 +249,11 @@ def splice(envoy_filter: dict[str, Any], bootstrap: dict[str, Any]) -> dict[str,
     # Istio's chain has none of the generated bootstrap's own filters (ext_proc, json_to_metadata): the router.
     filters = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.router"]
     patches = _patches(envoy_filter)
-    value = patches["HTTP_FILTER"]["patch"]["value"]
+    inserted = [copy.deepcopy(p["patch"]["value"]) for p in http_filter_patches(envoy_filter)]
     router = [f["name"] for f in filters].index("envoy.filters.http.router")
-    manager["http_filters"] = [*filters[:router], copy.deepcopy(value), *filters[router:]]
+    manager["http_filters"] = [*filters[:router], *inserted, *filters[router:]]
     # The cluster Istio defines for the llm-extproc Service, here pointing at a local port.
-    cluster_name = value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    cluster_name = _cluster_of(envoy_filter)
     clusters = result["static_resources"]["clusters"]
     sidecar = next(c for c in clusters if c["name"] == envoy_config.SIDECAR_CLUSTER)
     istio_cluster = copy.deepcopy(sidecar)
@@ -262,7 +276,13 @@ def test_envoy_filter_patch_validates_in_a_static_bootstrap(tmp_path, values):
     envoy_filter, _, bootstrap = _istio_setup(values, tmp_path)
     spliced = splice(envoy_filter, bootstrap)
     names = [f["name"] for f in hcm(spliced)["http_filters"]]
-    assert names == [envoy_config.EXT_PROC_FILTER, "envoy.filters.http.router"]
+    assert names == [
+        envoy_config.HEADER_COPY_FILTER,
+        envoy_config.EXT_PROC_FILTER,
+        envoy_config.HOLDING_FILTER,
+        endpoint_match.HEADERS_FIRST_FILTER,
+        "envoy.filters.http.router",
+    ]
     assert unresolved_clusters(spliced) == set()
     path = tmp_path / "spliced.yaml"
     path.write_text(envoy_config.render(spliced))
@@ -270,24 +290,35 @@ def test_envoy_filter_patch_validates_in_a_static_bootstrap(tmp_path, values):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def _comparable(typed_config: dict[str, Any]) -> dict[str, Any]:
+def _comparable(http_filter: dict[str, Any]) -> dict[str, Any]:
     """Go templates range over maps in key order, Python keeps the config's order: compare as sets."""
-    result = copy.deepcopy(typed_config)
-    forwarding = result["metadata_options"].get("forwarding_namespaces")
-    if forwarding:
-        forwarding["untyped"] = sorted(forwarding["untyped"])
+    result = copy.deepcopy(http_filter)
+    for name, node in walk(result):
+        if name == "forwarding_namespaces":
+            node["untyped"] = sorted(node["untyped"])
     return result
 
 
-@pytest.mark.parametrize("values", ISTIO_CASES.values(), ids=ISTIO_CASES.keys())
-def test_envoy_filter_mirrors_the_generated_ext_proc_filter(tmp_path, values):
+# Beyond ISTIO_CASES: forwarded headers (the header copy's table), and the configs that keep two messages.
+ISTIO_MESSAGE_CASES = {
+    "forward-headers": merge(
+        ISTIO, RESPONSE, {"config": {"extproc": {"forward_headers": ["X-Team", "authorization", "Content-Type"]}}}
+    ),
+    "two-messages": merge(ISTIO, RESPONSE, {"config": {"extproc": {"messages": "two"}}}),
+}
+
+
+@pytest.mark.parametrize(
+    "values", [*ISTIO_CASES.values(), *ISTIO_MESSAGE_CASES.values()], ids=[*ISTIO_CASES, *ISTIO_MESSAGE_CASES]
+)
+def test_envoy_filter_mirrors_the_generated_filters(tmp_path, values):
     envoy_filter, built, bootstrap = _istio_setup(values, tmp_path)
     patches = _patches(envoy_filter)
-    value = patches["HTTP_FILTER"]["patch"]["value"]
-    cluster = value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
-    generated = envoy_config.ext_proc_filter(built, cluster=cluster, one_message=False)
-    assert value["name"] == generated["name"]
-    assert _comparable(value["typed_config"]) == _comparable(generated["typed_config"])
+    inserted = [p["patch"]["value"] for p in http_filter_patches(envoy_filter)]
+    limit = built.config.sidecar.max_request_bytes + envoy_config.ENVOY_BODY_HEADROOM
+    generated = endpoint_match.istio_filters(built, _cluster_of(envoy_filter), limit)
+    assert len(inserted) == (4 if built.config.sidecar.one_message else 1)
+    assert [_comparable(f) for f in inserted] == [_comparable(f) for f in generated]
     # The extra patches carry the generated bootstrap's own settings.
     listener = bootstrap["static_resources"]["listeners"][0]
     sidecar = next(
@@ -309,24 +340,26 @@ def test_envoy_filter_mirrors_the_generated_ext_proc_filter(tmp_path, values):
 def test_envoy_filter_defaults_match_the_default_config(tmp_path):
     """The chart's default config: the exact processing_mode, override and metadata settings."""
     envoy_filter, built, _ = _istio_setup(ISTIO, tmp_path)
-    typed = _patches(envoy_filter)["HTTP_FILTER"]["patch"]["value"]["typed_config"]
-    generated = envoy_config.ext_proc_filter(built, one_message=False)["typed_config"]
-    for key in (
-        "processing_mode",
-        "allow_mode_override",
-        "metadata_options",
-        "message_timeout",
-        "max_message_timeout",
-    ):
-        assert typed[key] == generated[key], key
-    assert typed["failure_mode_allow"] is generated["failure_mode_allow"] is False
+    one, two = (f["typed_config"] for f in ext_proc_filters(envoy_filter))
+    for typed, one_message in ((one, True), (two, False)):
+        generated = envoy_config.ext_proc_filter(built, one_message=one_message)["typed_config"]
+        for key in ("allow_mode_override", "metadata_options", "message_timeout", "max_message_timeout"):
+            assert typed[key] == generated[key], key
+        assert typed["failure_mode_allow"] is generated["failure_mode_allow"] is False
+    assert two["processing_mode"] == envoy_config.ext_proc_filter(built, one_message=False)["typed_config"][
+        "processing_mode"
+    ]
+    assert (one["processing_mode"]["request_header_mode"], one["processing_mode"]["request_body_mode"]) == (
+        "SKIP",
+        "BUFFERED",
+    )
 
 
 def test_drift_check_bites(tmp_path):
     """A response-side hook without istio.responseHeaders is a visible difference, not a silent one."""
     values = merge(ISTIO, RESPONSE, {"istio": {"responseHeaders": False}})
     envoy_filter, built, _ = _istio_setup(values, tmp_path)
-    typed = _patches(envoy_filter)["HTTP_FILTER"]["patch"]["value"]["typed_config"]
+    typed = _headers_first(envoy_filter)
     generated = envoy_config.ext_proc_filter(built, one_message=False)["typed_config"]
     assert typed["processing_mode"]["response_header_mode"] == "SKIP"
     assert generated["processing_mode"]["response_header_mode"] == "SEND"
@@ -336,9 +369,7 @@ def test_envoy_validate_bites_and_cluster_check_is_needed(tmp_path):
     envoy_filter, _, bootstrap = _istio_setup(ISTIO, tmp_path)
     # A bad enum in the patch: Envoy refuses the bootstrap and names the field.
     broken = copy.deepcopy(envoy_filter)
-    _patches(broken)["HTTP_FILTER"]["patch"]["value"]["typed_config"]["processing_mode"][
-        "request_body_mode"
-    ] = "BUFFERD"
+    _headers_first(broken)["processing_mode"]["request_body_mode"] = "BUFFERD"
     path = tmp_path / "broken.yaml"
     path.write_text(envoy_config.render(splice(broken, bootstrap)))
     result = envoy_validate_file(path)
@@ -348,8 +379,9 @@ def test_envoy_validate_bites_and_cluster_check_is_needed(tmp_path):
     dangling["static_resources"]["clusters"] = dangling["static_resources"]["clusters"][:-1]
     path.write_text(envoy_config.render(dangling))
     assert envoy_validate_file(path).returncode == 0
-    assert unresolved_clusters(dangling) == {
-        _patches(envoy_filter)["HTTP_FILTER"]["patch"]["value"]["typed_config"]["grpc_service"]["envoy_grpc"][
-            "cluster_name"
-        ]
-    }
+    assert unresolved_clusters(dangling) == {_cluster_of(envoy_filter)}
+
+
+def test_the_charts_generated_file_matches_the_generator():
+    """files/one-message.json (`make deploy-envoy` writes it): what the chart's templates cannot compute."""
+    assert (CHART / "files/one-message.json").read_bytes() == endpoint_match.chart_file() + b"\n"

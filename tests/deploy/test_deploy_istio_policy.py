@@ -11,7 +11,7 @@ import helm_python
 import pytest
 
 from . import crd_schema
-from .helpers import CHART, ISTIO, NAMESPACE, by_kind, kinds, lint, merge, objects, render
+from .helpers import CHART, ISTIO, NAMESPACE, by_kind, ext_proc_filters, kinds, lint, merge, objects, render
 
 WAYPOINT_REF = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}
 WAYPOINT = {"mode": "istio", "istio": {"targetRefs": [WAYPOINT_REF]}}
@@ -70,9 +70,9 @@ def test_every_envoy_filter_references_the_llm_extproc_service():
         namespace, host = reference.split("/")
         service = by_kind(objects(values), "Service")["metadata"]["name"]
         assert (namespace, host) == (NAMESPACE, f"{service}.{NAMESPACE}.svc.cluster.local")
-        (http_filter,) = [p for p in found["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
-        cluster = http_filter["patch"]["value"]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
-        assert cluster.endswith(f"||{host}")
+        for ext_proc in ext_proc_filters(found):
+            cluster = ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+            assert cluster.endswith(f"||{host}")
 
 
 def test_a_waypoints_patches_go_to_its_http_listener():
@@ -180,8 +180,8 @@ def test_a_gateway_without_a_port_is_patched_on_every_listener():
     values = merge(SELECTED_GATEWAY, {"istio": {"portNumber": 0}})
     (patch,) = patches(values, "LISTENER")
     assert "listener" not in patch["match"]
-    (http_filter,) = patches(values, "HTTP_FILTER")
-    assert "portNumber" not in http_filter["match"]["listener"]
+    for http_filter in patches(values, "HTTP_FILTER"):
+        assert "portNumber" not in http_filter["match"]["listener"]
 
 
 # ---- AuthorizationPolicy ----

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extproc.api.codecs import BodyError, JsonCodec, MultipartCodec, depth_of
-from extproc.api.endpoints import RouteTable
+from extproc.api.endpoints import RouteTable, unhooked_llm_call
 from extproc.api.multipart import MultipartBody, MultipartError, UploadedFile
 from extproc.types import CallType
 
@@ -213,3 +213,20 @@ def test_the_exact_path_refuses_what_orjson_refuses(body):
     with pytest.raises(BodyError) as info:
         JsonCodec(8).decode(body, "application/json")
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "refused"),
+    [
+        ("/v1/chat/completions", "POST", False),  # hooked
+        ("/V1/Chat/Completions?x=1", "POST", True),  # another spelling of a hooked endpoint
+        ("/v1/chat/completions.json", "POST", True),
+        ("/v1/chat/completions", "PUT", True),
+        ("/v1/chat/completions", "GET", False),  # bodyless methods carry no request for a model
+        ("/v1/responses/resp_1", "DELETE", False),
+        ("/api/orders", "POST", False),  # not an LLM path
+    ],
+)
+def test_the_sidecar_refuses_what_the_generated_routes_refuse(path, method, refused):
+    hooked = RouteTable(64).match(path) is not None
+    assert unhooked_llm_call(path, method, hooked) is refused

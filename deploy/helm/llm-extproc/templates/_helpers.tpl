@@ -104,6 +104,58 @@ needs it, and the metadata namespaces of extproc.auth.metadata forwarded.
 {{- end }}
 
 {{/*
+The HTTP filters the Istio EnvoyFilter inserts before the router, as
+extproc.envoy.endpoint_match.istio_filters() builds them (tests/deploy checks they are equal). One message
+per request unless the config asks for two (extproc.messages: two, or extproc.routing): a POST to a hooked
+endpoint (the predicate of files/one-message.json, generated) gets the header copy (with :path), the
+ext_proc filter without the headers message and the buffer filter that holds it until the hooks decide;
+any other request gets the two-message ext_proc filter. Each is skipped by an ExtensionWithMatcher.
+*/}}
+{{- define "llm-extproc.istioHttpFilters" -}}
+{{- $config := .Values.config | default dict }}
+{{- $two := include "llm-extproc.extProcFilter" . | fromYaml }}
+{{- if or (eq (dig "extproc" "messages" "" $config) "two") (dig "extproc" "routing" false $config) }}
+{{- toJson (list $two) }}
+{{- else }}
+{{- $generated := .Files.Get "files/one-message.json" | fromJson }}
+{{- $hooked := $generated.hooked_post }}
+{{- $notHooked := dict "not_matcher" $hooked }}
+{{- $one := deepCopy $two }}
+{{- $_ := set $one.typed_config.processing_mode "request_header_mode" "SKIP" }}
+{{- $_ = set $one.typed_config.processing_mode "request_body_mode" "BUFFERED" }}
+{{- $metadata := $one.typed_config.metadata_options }}
+{{- $_ = set $metadata.receiving_namespaces "untyped" (append $metadata.receiving_namespaces.untyped "llm_extproc.request") }}
+{{- $forwarded := dig "forwarding_namespaces" "untyped" list $metadata }}
+{{- $_ = set $metadata "forwarding_namespaces" (dict "untyped" (append $forwarded "llm_extproc.request")) }}
+{{- $_ = set $two "name" "llm_extproc.ext_proc_headers_first" }}
+{{- $lua := $generated.header_copy_lua }}
+{{- with dig "extproc" "forward_headers" list $config }}
+{{- $only := list }}
+{{- range concat (list "content-type" "content-encoding" "x-request-id") . | uniq }}
+{{- $only = append $only (printf "[%q] = true" (lower .)) | uniq }}
+{{- end }}
+{{- $lua = replace "local ONLY = nil" (printf "local ONLY = {%s}" (join ", " $only)) $lua }}
+{{- end }}
+{{- $copying := dict "name" "envoy.filters.http.lua" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua" "default_source_code" (dict "inline_string" $lua)) }}
+{{- $limit := add (include "llm-extproc.maxRequestBytes" . | int) 1048576 }}
+{{- $holding := dict "name" "envoy.filters.http.buffer" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer" "max_request_bytes" $limit) }}
+{{- $filters := list }}
+{{- range $filter := list $copying $one $holding }}
+{{- $filters = append $filters (include "llm-extproc.skippedWhen" (list $filter $notHooked) | fromJson) }}
+{{- end }}
+{{- toJson (append $filters (include "llm-extproc.skippedWhen" (list $two $hooked) | fromJson)) }}
+{{- end }}
+{{- end }}
+
+{{/* A filter wrapped so that Envoy skips it for the requests a predicate matches: (list filter predicate). */}}
+{{- define "llm-extproc.skippedWhen" -}}
+{{- $filter := index . 0 }}
+{{- $skip := dict "action" (dict "name" "skip" "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter")) }}
+{{- $matcher := dict "matcher_list" (dict "matchers" (list (dict "predicate" (index . 1) "on_match" $skip))) }}
+{{- toJson (dict "name" $filter.name "typed_config" (dict "@type" "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher" "extension_config" $filter "xds_matcher" $matcher)) }}
+{{- end }}
+
+{{/*
 Merged into the generated bootstrap with Envoy's --config-yaml: a listener on 0.0.0.0 that exposes
 only the admin interface's /ready (the admin itself stays on 127.0.0.1), for the kubelet's probes.
 */}}
