@@ -26,7 +26,7 @@ from extproc.envoy.local_replies import (
     unhooked_llm_routes,
 )
 from extproc.request.guardrail_selection import APPLIED_HEADER
-from extproc.request.modes import envoy_processing_mode, reads_success_answers
+from extproc.request.modes import envoy_processing_mode, reads_streams, reads_success_answers
 from extproc.request.pipeline import MAX_MESSAGE_TIMEOUT_S, MESSAGE_TIMEOUT_MARGIN_MS, Pipeline
 from extproc.request.routing import DEPLOYMENT_HEADER, Target
 from extproc.settings.listen import ListenAddress
@@ -45,6 +45,8 @@ ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
 LUA_TYPE = f"{_TYPE}.filters.http.lua.v3.Lua"
 BUFFER_TYPE = f"{_TYPE}.filters.http.buffer.v3.Buffer"
 JSON_TO_METADATA_TYPE = f"{_TYPE}.filters.http.json_to_metadata.v3.JsonToMetadata"
+SSE_TO_METADATA_TYPE = f"{_TYPE}.filters.http.sse_to_metadata.v3.SseToMetadata"
+JSON_CONTENT_PARSER_TYPE = f"{_TYPE}.content_parsers.json.v3.JsonContentParser"
 EARLY_MUTATION_TYPE = f"{_TYPE}.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 HTTP_OPTIONS_TYPE = f"{_TYPE}.upstreams.http.v3.HttpProtocolOptions"
 TLS_TYPE = f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -158,6 +160,7 @@ def early_header_mutations(pipeline: Pipeline) -> list[dict[str, Any]]:
 HEADER_COPY_FILTER = "envoy.filters.http.lua"
 HOLDING_FILTER = "envoy.filters.http.buffer"
 USAGE_FILTER = "envoy.filters.http.json_to_metadata"
+STREAM_USAGE_FILTER = "envoy.filters.http.sse_to_metadata"
 # A JSON answer's usage -> the `llm_extproc` namespace, under the names the sidecar writes (OpenAI's; the
 # Messages and Responses APIs' input/output counts under the same names).
 USAGE_FIELDS = (
@@ -178,6 +181,7 @@ def _disabled() -> dict[str, Any]:
         HEADER_COPY_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
         HOLDING_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
         USAGE_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
+        STREAM_USAGE_FILTER: {"@type": FILTER_CONFIG_TYPE, "disabled": True},
     }
 
 
@@ -481,21 +485,41 @@ def add_tracing(pipeline: Pipeline, hcm: dict[str, Any], clusters: list[dict[str
     clusters.append(cluster)
 
 
-def usage_filters(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """When no hook reads whole answers (so the sidecar does not report their usage), Envoy copies a JSON
-    answer's `usage` token counts into the `llm_extproc` namespace itself, for its rate-limit filter and
-    access log. Streams (SSE) are not read; routes that bypass the sidecar's paths are not either."""
-    if not pipeline.needs_sidecar or reads_success_answers(pipeline.chain.kinds):
-        return []  # every LLM route bypasses the sidecar (and this filter), or the sidecar reports usage
-    rules = [
+def _usage_rules(*within: str) -> list[dict[str, Any]]:
+    """json_to_metadata rules copying `usage` (under the keys `within`) into `llm_extproc`."""
+    return [
         {
-            "selectors": [{"key": "usage"}, {"key": field}],
+            "selectors": [*({"key": key} for key in within), {"key": "usage"}, {"key": field}],
             "on_present": {"metadata_namespace": METADATA_NAMESPACE, "key": key, "type": "NUMBER"},
         }
         for field, key in USAGE_FIELDS
     ]
-    config = {"@type": JSON_TO_METADATA_TYPE, "response_rules": {"rules": rules}}
-    return [{"name": USAGE_FILTER, "typed_config": config}]
+
+
+# Where a stream's events carry usage: a chat or text completion's last chunk (`include_usage`), the
+# Messages API's message_start (`message.usage`) and message_delta, the Responses API's response.completed.
+STREAM_USAGE_PLACES: tuple[tuple[str, ...], ...] = ((), ("message",), ("response",))
+
+
+def usage_filters(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """When no hook reads whole answers (so the sidecar does not report their usage), Envoy copies a JSON
+    answer's `usage` token counts into the `llm_extproc` namespace itself, for its rate-limit filter and
+    access log; when no hook reads streams, Envoy's sse_to_metadata filter does the same from a stream's
+    events (the last value of each count wins). Routes that bypass the sidecar's paths are not read."""
+    kinds = pipeline.chain.kinds
+    if not pipeline.needs_sidecar:
+        return []  # every LLM route bypasses the sidecar (and these filters)
+    filters = []
+    if not reads_success_answers(kinds):
+        config = {"@type": JSON_TO_METADATA_TYPE, "response_rules": {"rules": _usage_rules()}}
+        filters.append({"name": USAGE_FILTER, "typed_config": config})
+    if not reads_streams(kinds):
+        rules = [{"rule": rule} for within in STREAM_USAGE_PLACES for rule in _usage_rules(*within)]
+        parser = {"@type": JSON_CONTENT_PARSER_TYPE, "rules": rules}
+        content_parser = {"name": "envoy.content_parsers.json", "typed_config": parser}
+        config = {"@type": SSE_TO_METADATA_TYPE, "response_rules": {"content_parser": content_parser}}
+        filters.append({"name": STREAM_USAGE_FILTER, "typed_config": config})
+    return filters
 
 
 def bootstrap(

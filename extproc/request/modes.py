@@ -46,6 +46,11 @@ def reads_success_answers(kinds: frozenset[HookKind]) -> bool:
     return bool(kinds & _READ_SUCCESS)
 
 
+def reads_streams(kinds: frozenset[HookKind]) -> bool:
+    """Whether a hook reads streamed answers (the sidecar then reports their usage itself)."""
+    return bool(kinds & _READ_STREAM) or HookKind.POST_CALL_STREAMING_ITERATOR in kinds
+
+
 def needs_sidecar(mode: Mode) -> bool:
     """False when no hook and no setting needs anything from LLM requests: Envoy never asks."""
     return mode.request_body is not BodyMode.NONE or mode.response_headers

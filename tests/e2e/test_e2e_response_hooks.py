@@ -620,6 +620,50 @@ def test_envoy_reports_the_usage_when_no_hook_reads_the_answer(pre_call_stack, r
     assert metadata["completion_tokens"] == response.json()["usage"]["output_tokens"]
 
 
+def _stream_events(response: Any) -> list[dict[str, Any]]:
+    return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data: {")]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "counts"),
+    [
+        (
+            "/v1/chat/completions",
+            chat("count my stream", stream=True, stream_options={"include_usage": True}),
+            lambda events: events[-1]["usage"],
+        ),
+        (
+            "/v1/messages",
+            {"model": "claude", "max_tokens": 20, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            lambda events: {
+                "prompt_tokens": events[0]["message"]["usage"]["input_tokens"],
+                "completion_tokens": next(e for e in events if e["type"] == "message_delta")["usage"]["output_tokens"],
+            },
+        ),
+        (
+            "/v1/responses",
+            {"model": "gpt-4o", "input": "count my stream", "stream": True},
+            lambda events: {
+                {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}.get(k, k): v
+                for k, v in events[-1]["response"]["usage"].items()
+                if k in ("input_tokens", "output_tokens", "total_tokens")
+            },
+        ),
+    ],
+    ids=["chat", "messages", "responses"],
+)
+def test_envoy_reports_a_streams_usage_when_no_hook_reads_it(pre_call_stack, request_id, path, body, counts):
+    """Only a pre-call hook: Envoy's sse_to_metadata filter puts a stream's token counts (from its last
+    chunk, or the Messages and Responses APIs' events) where the rate-limit recipe reads them."""
+    response = pre_call_stack.http.post(path, json=body, headers={"x-request-id": request_id})
+    assert response.status_code == 200, response.text
+    expected = counts(_stream_events(response))
+    assert expected and all(isinstance(v, int) and v > 0 for v in expected.values()), expected
+    metadata = pre_call_stack.access_entry(request_id)["llm_extproc"]
+    assert "upstream_status" not in metadata  # the sidecar did not read the stream: Envoy did
+    assert {k: metadata.get(k) for k in expected} == expected, metadata
+
+
 def test_access_log_metadata_of_a_text_completion(stack, request_id):
     response = stack.http.post("/v1/completions", json=completion("two words"), headers=headers(request_id))
     assert response.status_code == 200, response.text

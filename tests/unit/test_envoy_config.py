@@ -438,3 +438,27 @@ def test_unhooked_llm_calls_are_refused_by_envoy_itself(tmp_path):
         assert route["match"]["case_sensitive"] is False
         assert route["direct_response"]["status"] == 404
         assert route["typed_per_filter_config"][envoy_config.EXT_PROC_FILTER]["disabled"] is True
+
+
+HOOK_SOURCES = {
+    "pre_call": "async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):\n        return data",
+    "success": "async def async_post_call_success_hook(self, data, user_api_key_dict, response):\n        return response",
+    "streaming": "async def async_post_call_streaming_hook(self, user_api_key_dict, response):\n        return response",
+}
+
+
+@pytest.mark.parametrize(
+    ("hook", "filters"),
+    [
+        ("pre_call", [envoy_config.USAGE_FILTER, envoy_config.STREAM_USAGE_FILTER]),
+        ("success", [envoy_config.STREAM_USAGE_FILTER]),  # the sidecar reads whole answers
+        ("streaming", [envoy_config.USAGE_FILTER]),  # the sidecar reads streams
+    ],
+)
+def test_envoy_counts_tokens_only_where_the_sidecar_does_not(tmp_path, hook, filters):
+    source = f"from extproc import CustomLogger\nclass H(CustomLogger):\n    {HOOK_SOURCES[hook]}\ni = H()\n"
+    bootstrap = generate(build(tmp_path, "litellm_settings: {callbacks: h.i}", {"h.py": source}))
+    hcm, _ = ext_proc(bootstrap)
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert [n for n in names if n in (envoy_config.USAGE_FILTER, envoy_config.STREAM_USAGE_FILTER)] == filters
+    assert validate(tmp_path, bootstrap).returncode == 0
