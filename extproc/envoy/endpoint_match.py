@@ -19,7 +19,6 @@ import orjson
 from extproc.api.endpoints import ENDPOINT_PATHS, path_regex
 from extproc.envoy.envoy_config import (
     BUFFER_TYPE,
-    EXT_PROC_FILTER,
     HOLDING_FILTER,
     ext_proc_filter,
     header_copy_filter,
@@ -29,7 +28,7 @@ from extproc.request.pipeline import Pipeline
 MATCHER_TYPE = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
 HEADER_INPUT_TYPE = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"
 SKIP_TYPE = "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
-# The two-message filter's name, next to the one-message filter's `EXT_PROC_FILTER` in the same chain.
+# The two-message filter's name, next to the one-message filter (envoy_config.EXT_PROC_FILTER) in one chain.
 HEADERS_FIRST_FILTER = "llm_extproc.ext_proc_headers_first"
 
 
@@ -79,7 +78,6 @@ def matched_filters(pipeline: Pipeline, cluster: str, buffer_limit: int) -> list
     buffer = {"@type": BUFFER_TYPE, "max_request_bytes": buffer_limit}
     holding = {"name": HOLDING_FILTER, "typed_config": buffer}
     copying = header_copy_filter(pipeline.config.sidecar.forward_headers, with_path=True)
-    assert one["name"] == EXT_PROC_FILTER
     return [
         skipped_when(copying, not_hooked),
         skipped_when(one, not_hooked),
