@@ -20,7 +20,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from grpc._cython import cygrpc
 
 from extproc.api.openai import INTERNAL_ERROR
@@ -153,13 +153,24 @@ def encode(phase: str, decision: Decision) -> Any:
 
 
 def _struct(struct: Any) -> dict[str, Any]:
-    """A metadata Struct as a dict: string fields (forwarded headers, most claims) read directly,
-    json_format only for the rest (it is several times slower)."""
-    out: dict[str, Any] = {}
-    for key, value in struct.fields.items():
-        kind = value.WhichOneof("kind")
-        out[key] = value.string_value if kind == "string_value" else json_format.MessageToDict(value)
-    return out
+    """A metadata Struct as a dict, read field by field (json_format's MessageToDict gives the same
+    values several times slower: the forwarded headers map is one nested Struct per request)."""
+    return {key: _value(value) for key, value in struct.fields.items()}
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "struct_value":
+        return _struct(value.struct_value)
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    return None  # null_value, or unset
 
 
 def _metadata(request: Any, namespaces: tuple[str, ...]) -> dict[str, Any]:
