@@ -82,7 +82,7 @@ class Config:
         return self.path.parent
 
 
-_TOP_KEYS = {
+TOP_KEYS = {
     "model_list",
     "litellm_settings",
     "general_settings",
@@ -192,7 +192,7 @@ def _refusal(errors: list[str]) -> str:
 def parse(raw: Any, path: Path) -> Config:
     """Validate a decoded config document."""
     doc = mapping(raw, "config")
-    warnings = [f"{key}: unknown top-level key, ignored" for key in doc.keys() - _TOP_KEYS - TOP_LEVEL_KEYS]
+    warnings = [f"{key}: unknown top-level key, ignored" for key in doc.keys() - TOP_KEYS - TOP_LEVEL_KEYS]
     for name, value in mapping(doc.get("environment_variables"), "environment_variables").items():
         os.environ.setdefault(str(name), str(value))
     doc = resolve_env(doc, "config")

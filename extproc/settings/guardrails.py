@@ -31,7 +31,7 @@ EVENTS = ("pre_call", "during_call", "post_call", "logging_only")
 POLICY_KEYS = frozenset(
     {"guardrail", "mode", "default_on", "fail_on_error", "unreachable_fallback", "timeout"}
 )
-_ENTRY_KEYS = frozenset({"guardrail_name", "litellm_params", "guardrail_info", "guardrail_id"})
+ENTRY_KEYS = frozenset({"guardrail_name", "litellm_params", "guardrail_info", "guardrail_id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ def _timeout_ms(value: Any, where: str) -> int | None:
 
 def _entry(raw: Any, where: str) -> GuardrailEntry:
     entry = mapping(raw, where)
-    for key in entry.keys() - _ENTRY_KEYS:
+    for key in entry.keys() - ENTRY_KEYS:
         raise ConfigError(
             f"{where}.{key}: unknown key (expected guardrail_name, litellm_params, guardrail_info)"
         )

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from extproc.settings.auth import SETTABLE_FIELDS
-from extproc.settings.config import _TOP_KEYS
-from extproc.settings.guardrails import _ENTRY_KEYS
+from extproc.settings.config import TOP_KEYS as CONFIG_TOP_KEYS
+from extproc.settings.guardrails import ENTRY_KEYS
 from extproc.settings.litellm_keys import KEY_RULES, SECTIONS, TOP_LEVEL_KEYS, Handling
-from extproc.settings.sidecar import _AUTH_KEYS, _LOG_LEVELS, _SIDECAR_KEYS, MAX_WORKERS, TlsSettings
-from extproc.settings.tracing import _KEYS as TRACING_KEYS
+from extproc.settings.sidecar import AUTH_KEYS, LOG_LEVELS, MAX_WORKERS, SIDECAR_KEYS, TlsSettings
+from extproc.settings.tracing import TRACING_KEYS
 from extproc.types import CallTypeNames
 
 Schema = dict[str, Any]
@@ -79,8 +79,8 @@ _SIDECAR_TYPES: dict[str, Schema] = {
     "hook_timeout_ms": _integer(1),
     "failure_mode_allow": _BOOLEAN,
     "grace_seconds": {"type": "number", "minimum": 0},
-    "log_level": {"enum": sorted(_LOG_LEVELS)},
-    "auth": _closed({key: _AUTH_TYPES.get(key, {}) for key in _AUTH_KEYS}),
+    "log_level": {"enum": sorted(LOG_LEVELS)},
+    "auth": _closed({key: _AUTH_TYPES.get(key, {}) for key in AUTH_KEYS}),
     "handlers": {
         "type": "object",
         "additionalProperties": _closed(
@@ -120,13 +120,13 @@ def _section(name: str) -> Schema:
 
 def config_schema() -> Schema:
     """The schema of a config.yaml document."""
-    top: dict[str, Schema] = {key: {} for key in sorted(_TOP_KEYS | TOP_LEVEL_KEYS)}
+    top: dict[str, Schema] = {key: {} for key in sorted(CONFIG_TOP_KEYS | TOP_LEVEL_KEYS)}
     for rule in KEY_RULES:
         if "." not in rule.key and rule.handling is Handling.REFUSED:
             top[rule.key] = _refused(rule.note)
     for name in SECTIONS:
         top[name] = _section(name)
-    top["extproc"] = _closed({key: _SIDECAR_TYPES.get(key, {}) for key in sorted(_SIDECAR_KEYS)})
+    top["extproc"] = _closed({key: _SIDECAR_TYPES.get(key, {}) for key in sorted(SIDECAR_KEYS)})
     top["model_list"] = {
         "type": "array",
         "items": {
@@ -142,7 +142,7 @@ def config_schema() -> Schema:
     top["guardrails"] = {
         "type": "array",
         "items": {
-            **_closed({key: {} for key in sorted(_ENTRY_KEYS)}, ("guardrail_name", "litellm_params")),
+            **_closed({key: {} for key in sorted(ENTRY_KEYS)}, ("guardrail_name", "litellm_params")),
         },
     }
     top["environment_variables"] = _OBJECT

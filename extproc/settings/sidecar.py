@@ -112,7 +112,7 @@ class SidecarSettings:
         return None if self.metrics_listen is None else ListenAddress.parse_tcp(self.metrics_listen)
 
 
-_SIDECAR_KEYS = {
+SIDECAR_KEYS = {
     "listen",
     "max_request_bytes",
     "max_json_depth",
@@ -135,7 +135,7 @@ _SIDECAR_KEYS = {
     "call_types",
     "tracing",
 }
-_LOG_LEVELS = {"debug", "info", "warning", "error"}
+LOG_LEVELS = {"debug", "info", "warning", "error"}
 MAX_WORKERS = 64
 
 
@@ -149,7 +149,7 @@ def _listen(value: Any, where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-_AUTH_KEYS = ("headers", "metadata", "trusted_headers", "credential_headers")
+AUTH_KEYS = ("headers", "metadata", "trusted_headers", "credential_headers")
 
 
 def _header_names(value: Any, where: str) -> tuple[str, ...]:
@@ -176,8 +176,8 @@ def _auth(raw: dict[str, Any], where: str) -> AuthSources:
     headers: list[tuple[str, str]] = []
     metadata: list[tuple[str, MetadataSource]] = []
     for key, value in raw.items():
-        if key not in _AUTH_KEYS:
-            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(_AUTH_KEYS)})")
+        if key not in AUTH_KEYS:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(AUTH_KEYS)})")
         if key in ("trusted_headers", "credential_headers"):
             continue
         for name, spec in mapping(value, f"{where}.{key}").items():
@@ -344,11 +344,11 @@ def _check_workers(settings: SidecarSettings, warnings: list[str]) -> None:
 def parse_sidecar(raw: dict[str, Any], warnings: list[str], base: Path) -> SidecarSettings:
     """The `extproc:` mapping, validated; unknown keys become `warnings`, paths are relative to `base`."""
     defaults = SidecarSettings()
-    for key in raw.keys() - _SIDECAR_KEYS:
+    for key in raw.keys() - SIDECAR_KEYS:
         warnings.append(f"extproc.{key}: unknown key, ignored")
     level = raw.get("log_level", defaults.log_level)
-    if level not in _LOG_LEVELS:
-        raise ConfigError(f"extproc.log_level: expected one of {sorted(_LOG_LEVELS)}, got {level!r}")
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"extproc.log_level: expected one of {sorted(LOG_LEVELS)}, got {level!r}")
     grace = raw.get("grace_seconds", defaults.grace_seconds)
     if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
         raise ConfigError(f"extproc.grace_seconds: expected a number >= 0, got {grace!r}")

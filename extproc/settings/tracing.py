@@ -60,7 +60,7 @@ class TracingSettings:
         return self.service_name or environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
 
 
-_KEYS = tuple(TracingSettings.__dataclass_fields__)
+TRACING_KEYS = tuple(TracingSettings.__dataclass_fields__)
 
 
 def _endpoint(value: Any) -> str | None:
@@ -91,8 +91,8 @@ def parse_tracing(value: Any) -> TracingSettings | None:
     if value is None:
         return None
     raw = mapping(value, "extproc.tracing")
-    for key in sorted(raw.keys() - set(_KEYS)):
-        raise ConfigError(f"extproc.tracing.{key}: unknown key (expected one of {', '.join(_KEYS)})")
+    for key in sorted(raw.keys() - set(TRACING_KEYS)):
+        raise ConfigError(f"extproc.tracing.{key}: unknown key (expected one of {', '.join(TRACING_KEYS)})")
     service = raw.get("service_name")
     if service is not None and (not isinstance(service, str) or not service):
         raise ConfigError(f"extproc.tracing.service_name: expected a non-empty string, got {service!r}")
