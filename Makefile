@@ -23,7 +23,7 @@ CONTAINER_ENGINE ?=
 OTEL_PROTO_FIRST = $(PIP) install --quiet --force-reinstall --no-deps \
 	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
-.PHONY: run test lint unit e2e check clean deploy-envoy image bench bench-tools bench-litellm soak fuzz
+.PHONY: run test lint unit e2e check clean deploy-envoy image bench bench-tools bench-profile bench-litellm soak fuzz
 
 $(BIN)/python:
 	@echo "creating .venv"
@@ -105,6 +105,11 @@ bench: bench-tools
 bench-tools: $(FULL_STAMP)
 	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(PIP) install --quiet -e '.[bench]'
+
+## bench-profile: py-spy of the sidecar under each case's load; where its samples go, one line per case
+bench-profile: bench-tools
+	test -x $(BIN)/py-spy || $(PIP) install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.profile
 
 ## bench-litellm: LiteLLM into bench/.litellm-venv (git-ignored), then the peer line only (+ envoy-alone)
 bench-litellm: bench-tools $(LITELLM_STAMP)
