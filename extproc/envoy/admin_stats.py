@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from extproc.envoy.envoy_config import HCM_TYPE, ROUTER_TYPE
+
 STATS_PATH = "/stats/prometheus"
 STATS_LISTENER = "envoy_stats"
 ADMIN_CLUSTER = "envoy_admin_stats"
-
-_TYPE = "type.googleapis.com/envoy.extensions"
-_HCM_TYPE = f"{_TYPE}.filters.network.http_connection_manager.v3.HttpConnectionManager"
-_ROUTER_TYPE = f"{_TYPE}.filters.http.router.v3.Router"
 
 
 def add_stats_listener(bootstrap: dict[str, Any], port: int) -> dict[str, Any]:
@@ -48,10 +46,10 @@ def stats_listener(port: int, address: str) -> dict[str, Any]:
         {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
     ]
     hcm = {
-        "@type": _HCM_TYPE,
+        "@type": HCM_TYPE,
         "stat_prefix": STATS_LISTENER,
         "route_config": {"virtual_hosts": [{"name": STATS_LISTENER, "domains": ["*"], "routes": routes}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_TYPE}}],
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
     }
     return {
         "name": STATS_LISTENER,
