@@ -7,7 +7,6 @@ bottleneck), and for the envoy-alone case no ext_proc filter at all. Envoy runs 
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
@@ -18,6 +17,7 @@ import orjson
 from extproc.devtools.dev import DevStack, envoy_binary
 from extproc.envoy import envoy_config
 from extproc.request import pipeline as pipeline_module
+from tests.helpers import free_port  # noqa: F401  (below the ephemeral range: Envoy binds it later)
 
 DIRECT_LISTENER = "bench_upstream"
 MAIN_LISTENER = "llm"  # the listener envoy_config.bootstrap() names
@@ -33,14 +33,6 @@ COMPLETION = {
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
 }
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (Envoy binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def direct_response_listener(port: int) -> dict[str, Any]:
