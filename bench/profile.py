@@ -56,7 +56,8 @@ def profile(case: Case, folder: Path) -> str:
         run_dir = folder / case.name
         direct = free_port() if case.upstream == "direct" else None
         config = _config(case, run_dir, redis_url)
-        with BenchStack(config, run_dir=run_dir, ext_proc=True, direct_port=direct) as stack:
+        stack_in = BenchStack(config, run_dir=run_dir, ext_proc=True, direct_port=direct, floor=case.floor)
+        with stack_in as stack:
             pids = _pids(stack)
             raw = folder / f"{case.name}.raw"
             spy = subprocess.Popen(

@@ -52,10 +52,17 @@ def _result_row(case: dict[str, Any]) -> str:
     failures = tput["failed"] + tput["errored"] + tput["timeout"]
     per_chunk = m["sidecar_cpu_us_per_chunk"]
     chunk_text = "" if per_chunk is None else f" ({per_chunk:.0f} µs/chunk x {case['chunks_per_request']})"
+    ext_proc = case.get("ext_proc")
+    messages = "-"
+    if ext_proc:
+        messages = f"{_num(ext_proc['messages_per_request'], 2)} ({ext_proc['unanswered']})"
+    share = m.get("rps_share")
     cells = [
         f"{case['number']}. {case['name']}",
         _num(m["rps"], 0),
+        "-" if share is None else f"{100 * share:.0f}%",
         f"{failures} / {non_2xx}",
+        messages,
         _pair(m["p50_ms"], m["p99_ms"]),
         _pair(m["added_p50_ms"], m["added_p99_ms"], signed=True),
         _pair(m["p50_even_ms"], m["p99_even_ms"]),
@@ -69,10 +76,10 @@ def _result_row(case: dict[str, Any]) -> str:
 
 
 RESULT_HEADER = (
-    "| case | req/s (c=8) | failed / non-2xx | p50 / p99 ms (bursts of 4) | added vs envoy-alone | "
-    "p50 / p99 ms (evenly spaced) | added vs envoy-alone | sidecar CPU ms/req | sidecar RSS MB | "
-    "Envoy CPU ms/req | other CPU % |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| case | req/s (c=8) | of envoy-alone | failed / non-2xx | ext_proc msgs/req (unanswered) | "
+    "p50 / p99 ms (bursts of 4) | added vs envoy-alone | p50 / p99 ms (evenly spaced) | "
+    "added vs envoy-alone | sidecar CPU ms/req | sidecar RSS MB | Envoy CPU ms/req | other CPU % |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -191,7 +198,9 @@ def markdown(document: Document) -> str:
         "CPU seconds (utime+stime of the process) over the measured 10 s divided by the 2xx requests of that",
         "window; µs/chunk: the same divided by the SSE chunks of one response. other CPU %: processes not",
         "part of the case (other sessions' tests, ...) during the throughput window, in % of one core.",
-        "See bench/README.md.",
+        "ext_proc msgs/req: messages Envoy sent the processor over every request of the case (its own",
+        "counters); in brackets those it got no answer to, each a failure of the run. For ext-proc-floor the",
+        "sidecar columns are bench/floor_processor.py's. See bench/README.md.",
         "",
         *_peer_lines(document.get("peer"), cases),
         "## Targets (from the issues; reported, never enforced)",

@@ -97,7 +97,39 @@ def smoke(case: Case, url: str) -> int:
 
 
 def _pids(stack: BenchStack) -> dict[str, int]:
-    return {name: child.process.pid for name, child in stack.children.items()}
+    """The case's processes by role; "sidecar" is whichever answers Envoy's ext_proc messages."""
+    pids = {name: child.process.pid for name, child in stack.children.items()}
+    if stack.processor != "sidecar":
+        pids["idle sidecar"] = pids.pop("sidecar")
+        pids["sidecar"] = pids.pop(stack.processor)
+    return pids
+
+
+# Envoy's signs that a request went on without its processor's answer (ext_proc_accounting's keys).
+LOST_EXT_PROC = ("unanswered", "streams_failed", "message_timeouts", "failure_mode_allowed")
+
+
+def ext_proc_accounting(counters: dict[str, int]) -> dict[str, Any]:
+    """What the main listener's counters (`BenchStack.listener_counters`) say of every request of a case:
+    ext_proc messages per request, and how many got no answer. A message is left unanswered when its
+    client hangs up first (h2load stops at its deadline with requests in flight: at most one per
+    connection it closes); any more than those is a request that went on without its hooks' answer, a
+    failure of the run."""
+    requests = counters.get("downstream_rq_total", 0)
+    sent = counters.get("ext_proc.stream_msgs_sent", 0)
+    received = counters.get("ext_proc.stream_msgs_received", 0)
+    return {
+        "requests": requests,
+        "streams": counters.get("ext_proc.streams_started", 0),
+        "messages_sent": sent,
+        "messages_received": received,
+        "messages_per_request": sent / requests if requests else None,
+        "unanswered": max(0, sent - received - counters.get("downstream_cx_destroy_remote_active_rq", 0)),
+        "client_hung_up": counters.get("downstream_cx_destroy_remote_active_rq", 0),
+        "streams_failed": counters.get("ext_proc.streams_failed", 0),
+        "message_timeouts": counters.get("ext_proc.message_timeouts", 0),
+        "failure_mode_allowed": counters.get("ext_proc.failure_mode_allowed", 0),
+    }
 
 
 def _check_alive(stack: BenchStack) -> None:
@@ -284,7 +316,9 @@ def _measure(case: Case, redis_url: str | None) -> dict[str, Any]:
     direct_port = free_port() if case.upstream == "direct" else None
     progress(f"{case.name}: starting Envoy + sidecar{' + mock-upstream' if direct_port is None else ''}")
     config_path = _config(case, run_dir, redis_url)
-    with BenchStack(config_path, run_dir=run_dir, ext_proc=case.ext_proc, direct_port=direct_port) as stack:
+    with BenchStack(
+        config_path, run_dir=run_dir, ext_proc=case.ext_proc, direct_port=direct_port, floor=case.floor
+    ) as stack:
         url = stack.url + case.path
         pids = _pids(stack)
         chunks = smoke(case, url)
@@ -292,6 +326,7 @@ def _measure(case: Case, redis_url: str | None) -> dict[str, Any]:
         run, attempts = _throughput_run(case, url, pids, budget)
         latencies = _latency_runs(case, url, pids, run_dir, budget)
         _check_alive(stack)
+        ext_proc = ext_proc_accounting(stack.listener_counters()) if case.ext_proc else None
         rss = {name: family_rss_mb(pid) for name, pid in pids.items()}
     return {
         "number": case.number,
@@ -301,6 +336,7 @@ def _measure(case: Case, redis_url: str | None) -> dict[str, Any]:
         "upstream": "mock-upstream" if case.upstream == "mock" else "Envoy direct_response listener",
         "ext_proc_filter": case.ext_proc,
         "chunks_per_request": chunks or None,
+        "ext_proc": ext_proc,
         "throughput": {**_throughput(run), "attempts": attempts},
         **latencies,
         "metrics": _metrics(case, run, chunks, rss),
@@ -390,9 +426,12 @@ def peer(binary: Path | None, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def add_baseline_deltas(results: list[dict[str, Any]]) -> None:
-    """added_* = this case minus envoy-alone, for both latency runs."""
+    """added_* = this case minus envoy-alone, for both latency runs; rps_share = its req/s over
+    envoy-alone's."""
     base = next((r for r in results if r["name"] == BASELINE), None)
     for result in results:
+        base_rps = None if base is None else base["metrics"]["rps"]
+        result["metrics"]["rps_share"] = result["metrics"]["rps"] / base_rps if base_rps else None
         for key, suffix in (("latency", ""), ("latency_even", "_even")):
             for q in ("p50", "p99"):
                 value = None if base is None else result[key][f"{q}_ms"] - base[key][f"{q}_ms"]
@@ -542,6 +581,11 @@ def failed_requests(results: list[dict[str, Any]]) -> list[str]:
             non_2xx, failed = run.get("non_2xx") or 0, run.get("failed") or 0
             if non_2xx or failed:
                 failing.append(f"{result['name']} {key}: {non_2xx} non-2xx, {failed} failed requests")
+        ext_proc = result.get("ext_proc") or {}
+        lost = {key: ext_proc.get(key, 0) for key in LOST_EXT_PROC}
+        if any(lost.values()):
+            counts = ", ".join(f"{k} {v}" for k, v in lost.items() if v)
+            failing.append(f"{result['name']}: ext_proc messages without their answer ({counts})")
     return failing
 
 

@@ -7,13 +7,16 @@ bottleneck), and for the envoy-alone case no ext_proc filter at all. Envoy runs 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
+from urllib.parse import quote
 from urllib.request import ProxyHandler, Request, build_opener
 
 import orjson
 
+from bench import floor_processor
 from extproc.devtools.dev import DevStack, envoy_binary
 from extproc.envoy import envoy_config
 from extproc.request import pipeline as pipeline_module
@@ -24,6 +27,9 @@ MAIN_LISTENER = "llm"  # the listener envoy_config.bootstrap() names
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"
 ENVOY_CONCURRENCY = 1
+EXT_PROC_CLUSTER = "llm_extproc"  # the cluster envoy_config.bootstrap() sends ext_proc messages to
+# The main listener's HTTP counters (its stat_prefix is the listener's name): ext_proc's, and its requests.
+LISTENER_STATS = f"http.{MAIN_LISTENER}."
 _LOCAL = build_opener(ProxyHandler({}))
 COMPLETION = {
     "id": "chatcmpl-bench",
@@ -84,22 +90,77 @@ def drop_ext_proc(config: dict[str, Any]) -> None:
                 route.pop("typed_per_filter_config", None)
 
 
-class BenchStack(DevStack):
-    """Mock upstream (only when `direct_port` is None) + sidecar + Envoy with the bench's bootstrap."""
+def send_ext_proc_to(config: dict[str, Any], socket_path: Path) -> None:
+    """Point the ext_proc cluster at another processor's unix socket."""
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == EXT_PROC_CLUSTER:
+            endpoint = {"endpoint": {"address": {"pipe": {"path": str(socket_path)}}}}
+            cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [endpoint]}]
+            return
+    raise KeyError(f"no cluster {EXT_PROC_CLUSTER!r} in the generated bootstrap")
 
-    def __init__(self, config_path: Path, *, run_dir: Path, ext_proc: bool, direct_port: int | None) -> None:
+
+class BenchStack(DevStack):
+    """Mock upstream (only when `direct_port` is None) + sidecar + Envoy with the bench's bootstrap.
+
+    `floor`: Envoy's ext_proc messages go to bench/floor_processor.py instead of the sidecar (which
+    still starts, and idles)."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        run_dir: Path,
+        ext_proc: bool,
+        direct_port: int | None,
+        floor: bool = False,
+    ) -> None:
         upstream = None if direct_port is None else f"http://127.0.0.1:{direct_port}"
         super().__init__(config_path, upstream=upstream, run_dir=run_dir)
         self.ext_proc = ext_proc
         self.direct_port = direct_port
+        self.floor_socket = run_dir / "floor.sock" if floor else None  # (the run folder exists by now)
 
     def bootstrap(self, pipeline: pipeline_module.Pipeline) -> dict[str, Any]:
         config = super().bootstrap(pipeline)
         if not self.ext_proc:
             drop_ext_proc(config)
+        if self.floor_socket is not None:
+            send_ext_proc_to(config, self.floor_socket)
         if self.direct_port is not None:
             config["static_resources"]["listeners"].append(direct_response_listener(self.direct_port))
         return config
+
+    def start(self) -> BenchStack:
+        super().start()
+        if self.floor_socket is not None:  # Envoy connects to it at the first request, not before
+            command = [sys.executable, "-m", "bench.floor_processor", str(self.floor_socket)]
+            floor = self._spawn("floor", command)
+            try:
+                self._wait(floor, "its ready line", lambda: floor_processor.READY in floor.output() or None)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    @property
+    def processor(self) -> str:
+        """The child that answers Envoy's ext_proc messages."""
+        return "floor" if self.floor_socket is not None else "sidecar"
+
+    def listener_counters(self) -> dict[str, int]:
+        """The main listener's HTTP counters by name below `http.llm.` (`downstream_rq_total`,
+        `ext_proc.stream_msgs_sent`, ...)."""
+        pattern = quote(f"^http\\.{MAIN_LISTENER}\\.")
+        status, body = local_request(f"{self.admin_url}/stats?usedonly&filter={pattern}", timeout=5.0)
+        if status != 200:
+            raise RuntimeError(f"Envoy's admin answered {status} to /stats")
+        counters = {}
+        for line in body.decode().splitlines():
+            name, _, value = line.partition(": ")
+            if name.startswith(LISTENER_STATS) and value.isdigit():
+                counters[name.removeprefix(LISTENER_STATS)] = int(value)
+        return counters
 
     def _start_envoy(self, pipeline: pipeline_module.Pipeline) -> None:
         self.envoy_config_path.write_text(envoy_config.render(self.bootstrap(pipeline)))
@@ -121,8 +182,7 @@ class BenchStack(DevStack):
         return None
 
     def __enter__(self) -> BenchStack:
-        self.start()
-        return self
+        return self.start()
 
 
 def local_request(
