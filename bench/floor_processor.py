@@ -5,15 +5,19 @@ grpc.aio, as the sidecar does, and answers every message with the empty answer o
 decoding, no hooks, no metadata, no metrics). Put behind a case's Envoy config it measures two things
 no sidecar written on grpc.aio can go below: Envoy's own CPU for that config's ext_proc messages, and
 grpc.aio's CPU for one stream with those messages. Prints `READY` once it listens.
+
+`--stream-responses` answers the response headers with a mode override to STREAMED response bodies, as
+the sidecar does for a per-chunk hook: then every chunk of the answer is a message too.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 from typing import Any
 
 import grpc
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
@@ -27,20 +31,29 @@ ANSWERS = {
     "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse()),
     "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
 }
+STREAM_RESPONSES = pb.ProcessingResponse(
+    response_headers=pb.HeadersResponse(),
+    mode_override=ProcessingMode(response_body_mode=ProcessingMode.STREAMED),
+)
 
 
 class FloorProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, stream_responses: bool) -> None:
+        self.answers = dict(ANSWERS)
+        if stream_responses:
+            self.answers["response_headers"] = STREAM_RESPONSES
+
     async def Process(self, request_iterator: Any, context: Any) -> None:
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
                 return
-            await context.write(ANSWERS[request.WhichOneof("request")])
+            await context.write(self.answers[request.WhichOneof("request")])
 
 
-async def serve(socket_path: str) -> None:
+async def serve(socket_path: str, stream_responses: bool) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(FloorProcessor(), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(FloorProcessor(stream_responses), server)
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
     print(READY, flush=True)
@@ -48,4 +61,8 @@ async def serve(socket_path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("socket", help="the unix socket to listen on")
+    parser.add_argument("--stream-responses", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(serve(args.socket, args.stream_responses))

@@ -103,8 +103,8 @@ def send_ext_proc_to(config: dict[str, Any], socket_path: Path) -> None:
 class BenchStack(DevStack):
     """Mock upstream (only when `direct_port` is None) + sidecar + Envoy with the bench's bootstrap.
 
-    `floor`: Envoy's ext_proc messages go to bench/floor_processor.py instead of the sidecar (which
-    still starts, and idles)."""
+    `floor` (not None): Envoy's ext_proc messages go to bench/floor_processor.py, run with these
+    arguments, instead of the sidecar (which still starts, and idles)."""
 
     def __init__(
         self,
@@ -113,19 +113,20 @@ class BenchStack(DevStack):
         run_dir: Path,
         ext_proc: bool,
         direct_port: int | None,
-        floor: bool = False,
+        floor: tuple[str, ...] | None = None,
     ) -> None:
         upstream = None if direct_port is None else f"http://127.0.0.1:{direct_port}"
         super().__init__(config_path, upstream=upstream, run_dir=run_dir)
         self.ext_proc = ext_proc
         self.direct_port = direct_port
-        self.floor_socket = run_dir / "floor.sock" if floor else None  # (the run folder exists by now)
+        self.floor_args = floor
+        self.floor_socket = run_dir / "floor.sock"  # (the run folder exists by now)
 
     def bootstrap(self, pipeline: pipeline_module.Pipeline) -> dict[str, Any]:
         config = super().bootstrap(pipeline)
         if not self.ext_proc:
             drop_ext_proc(config)
-        if self.floor_socket is not None:
+        if self.floor_args is not None:
             send_ext_proc_to(config, self.floor_socket)
         if self.direct_port is not None:
             config["static_resources"]["listeners"].append(direct_response_listener(self.direct_port))
@@ -133,8 +134,14 @@ class BenchStack(DevStack):
 
     def start(self) -> BenchStack:
         super().start()
-        if self.floor_socket is not None:  # Envoy connects to it at the first request, not before
-            command = [sys.executable, "-m", "bench.floor_processor", str(self.floor_socket)]
+        if self.floor_args is not None:  # Envoy connects to it at the first request, not before
+            command = [
+                sys.executable,
+                "-m",
+                "bench.floor_processor",
+                str(self.floor_socket),
+                *self.floor_args,
+            ]
             floor = self._spawn("floor", command)
             try:
                 self._wait(floor, "its ready line", lambda: floor_processor.READY in floor.output() or None)
@@ -146,7 +153,7 @@ class BenchStack(DevStack):
     @property
     def processor(self) -> str:
         """The child that answers Envoy's ext_proc messages."""
-        return "floor" if self.floor_socket is not None else "sidecar"
+        return "sidecar" if self.floor_args is None else "floor"
 
     def listener_counters(self) -> dict[str, int]:
         """The main listener's HTTP counters by name below `http.llm.` (`downstream_rq_total`,

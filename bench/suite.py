@@ -60,7 +60,9 @@ class Case:
     targets: tuple[Target, ...] = ()
     redis: bool = False  # True: a real Valkey is started and `{cache}` in the config points at it
     path: str = PATH  # the endpoint every request of the case goes to
-    floor: bool = False  # True: bench/floor_processor.py answers Envoy's ext_proc messages, not the sidecar
+    # Not None: bench/floor_processor.py, with these arguments, answers Envoy's ext_proc messages (not the
+    # sidecar).
+    floor: tuple[str, ...] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -115,6 +117,16 @@ CASES: tuple[Case, ...] = (
         targets=SEED_TARGETS,
     ),
     Case(
+        14,
+        "ext-proc-floor",
+        "case 3's Envoy config, its ext_proc messages answered by a processor that does nothing "
+        "(bench/floor_processor.py: grpc.aio, the empty answer to each message): what Envoy's ext_proc "
+        "filter costs by itself, and the least any grpc.aio sidecar can cost (run right after case 3: this "
+        "machine's speed drifts)",
+        "seed-pre-call.yaml",
+        floor=(),
+    ),
+    Case(
         4,
         "limiter-pii-routing",
         "enforce_user_param + rate limiter (in-process) + PII masking (an e-mail) + model_list routing",
@@ -145,6 +157,20 @@ CASES: tuple[Case, ...] = (
         expect=STREAM_REPLACEMENT,
         stream_chunks=STREAM_CHUNKS,
         targets=PER_CHUNK_TARGETS,
+    ),
+    Case(
+        15,
+        "ext-proc-floor-per-chunk",
+        "case 6's Envoy config and stream, answered by bench/floor_processor.py --stream-responses (the "
+        "empty answer to each message, STREAMED response bodies asked for as the sidecar does): the least "
+        "any grpc.aio sidecar costs per chunk (run right after case 6)",
+        "stream-per-chunk.yaml",
+        upstream="mock",
+        body=STREAM_BODY,
+        headers=(f"x-mock-chunks: {STREAM_CHUNKS}",),
+        expect=b'"object":"chat.completion.chunk"',
+        stream_chunks=STREAM_CHUNKS,
+        floor=("--stream-responses",),
     ),
     Case(
         7,
@@ -203,14 +229,5 @@ CASES: tuple[Case, ...] = (
         stream_chunks=STREAM_CHUNKS,
         targets=(Target("sidecar_cpu_us_per_chunk", "<=", 100, "µs/chunk"), RSS),
         path="/v1/messages",
-    ),
-    Case(
-        14,
-        "ext-proc-floor",
-        "case 3's Envoy config, its ext_proc messages answered by a processor that does nothing "
-        "(bench/floor_processor.py: grpc.aio, the empty answer to each message): what Envoy's ext_proc "
-        "filter costs by itself, and the least any grpc.aio sidecar can cost",
-        "seed-pre-call.yaml",
-        floor=True,
     ),
 )
