@@ -109,26 +109,28 @@ def _pids(stack: BenchStack) -> dict[str, int]:
 LOST_EXT_PROC = ("unanswered", "streams_failed", "message_timeouts", "failure_mode_allowed")
 
 
-def ext_proc_accounting(counters: dict[str, int]) -> dict[str, Any]:
-    """What the main listener's counters (`BenchStack.listener_counters`) say of every request of a case:
-    ext_proc messages per request, and how many got no answer. A message is left unanswered when its
-    client hangs up first (h2load stops at its deadline with requests in flight: at most one per
-    connection it closes); any more than those is a request that went on without its hooks' answer, a
-    failure of the run."""
-    requests = counters.get("downstream_rq_total", 0)
-    sent = counters.get("ext_proc.stream_msgs_sent", 0)
-    received = counters.get("ext_proc.stream_msgs_received", 0)
+def ext_proc_accounting(whole: dict[str, int], before_even: dict[str, int]) -> dict[str, Any]:
+    """What the main listener's counters (`BenchStack.listener_counters`) say: ext_proc messages per
+    request over every request of the case (`whole`, read at its end), and the messages Envoy sent and
+    never got an answer to during the evenly spaced latency run (from `before_even`, read just before it).
+    That run sends a fixed number of requests and waits for every answer, so no client hangs up there;
+    an unanswered message is a request that went on without its hooks' answer, a failure of the run.
+    (In the other runs h2load stops at a deadline with requests in flight, whose messages stay
+    unanswered, several per stream when the answer is streamed.)"""
+
+    def delta(name: str) -> int:
+        return whole.get(name, 0) - before_even.get(name, 0)
+
+    requests = whole.get("downstream_rq_total", 0)
+    sent = whole.get("ext_proc.stream_msgs_sent", 0)
     return {
         "requests": requests,
-        "streams": counters.get("ext_proc.streams_started", 0),
         "messages_sent": sent,
-        "messages_received": received,
         "messages_per_request": sent / requests if requests else None,
-        "unanswered": max(0, sent - received - counters.get("downstream_cx_destroy_remote_active_rq", 0)),
-        "client_hung_up": counters.get("downstream_cx_destroy_remote_active_rq", 0),
-        "streams_failed": counters.get("ext_proc.streams_failed", 0),
-        "message_timeouts": counters.get("ext_proc.message_timeouts", 0),
-        "failure_mode_allowed": counters.get("ext_proc.failure_mode_allowed", 0),
+        "unanswered": delta("ext_proc.stream_msgs_sent") - delta("ext_proc.stream_msgs_received"),
+        "streams_failed": delta("ext_proc.streams_failed"),
+        "message_timeouts": delta("ext_proc.message_timeouts"),
+        "failure_mode_allowed": delta("ext_proc.failure_mode_allowed"),
     }
 
 
@@ -272,10 +274,15 @@ def _throughput_run(case: Case, url: str, pids: dict[str, int], budget: Budget) 
 
 
 def _latency_runs(
-    case: Case, url: str, pids: dict[str, int], run_dir: Path, budget: Budget
+    case: Case,
+    url: str,
+    pids: dict[str, int],
+    run_dir: Path,
+    budget: Budget,
+    kinds: tuple[tuple[str, list[str]], ...],
 ) -> dict[str, Any]:
     runs: dict[str, Any] = {}
-    for key, options in (("latency", LATENCY), ("latency_even", LATENCY_EVEN)):
+    for key, options in kinds:
         command = h2load_command(url, case.body, case.headers, options)
         progress(f"{case.name}: {key}: {shown(command)}")
         latency, attempts = quietest(
@@ -324,9 +331,11 @@ def _measure(case: Case, redis_url: str | None) -> dict[str, Any]:
         chunks = smoke(case, url)
         budget = Budget(BASELINE_NOISE_BUDGET_S if case.name == BASELINE else CASE_NOISE_BUDGET_S)
         run, attempts = _throughput_run(case, url, pids, budget)
-        latencies = _latency_runs(case, url, pids, run_dir, budget)
+        latencies = _latency_runs(case, url, pids, run_dir, budget, (("latency", LATENCY),))
+        before_even = stack.listener_counters() if case.ext_proc else {}
+        latencies |= _latency_runs(case, url, pids, run_dir, budget, (("latency_even", LATENCY_EVEN),))
         _check_alive(stack)
-        ext_proc = ext_proc_accounting(stack.listener_counters()) if case.ext_proc else None
+        ext_proc = ext_proc_accounting(stack.listener_counters(), before_even) if case.ext_proc else None
         rss = {name: family_rss_mb(pid) for name, pid in pids.items()}
     return {
         "number": case.number,
