@@ -45,11 +45,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def busy_seconds() -> float:
-    """CPU time the whole machine spent not idle, summed over all cores."""
+def busy_and_stolen_seconds() -> tuple[float, float]:
+    """CPU time the whole machine spent not idle, and the part of it the hypervisor gave to other
+    machines (steal), summed over all cores."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 def all_processes() -> dict[int, tuple[str, float, int]]:
@@ -88,6 +89,7 @@ def family_rss_mb(pid: int) -> float:
 class Snapshot:
     at: float
     busy: float
+    stolen: float
     cpu: dict[str, float]
     pids: dict[str, int]
     everyone: dict[int, tuple[str, float, int]]
@@ -100,7 +102,8 @@ def snapshot(pids: dict[str, int]) -> Snapshot:
     members = {name: family(pid, everyone) for name, pid in pids.items()}
     cpu = {name: sum(everyone[m][1] for m in found if m in everyone) for name, found in members.items()}
     ours = frozenset(m for found in members.values() for m in found)
-    return Snapshot(time.monotonic(), busy_seconds(), cpu, pids, everyone, ours)
+    busy, stolen = busy_and_stolen_seconds()
+    return Snapshot(time.monotonic(), busy, stolen, cpu, pids, everyone, ours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +114,20 @@ class Usage:
     cpu: dict[str, float]
     others: list[tuple[str, float]]  # ("name[pid]", CPU seconds) of processes not ours, busiest first
     unattributed: float  # busy time of the machine (/proc/stat) charged to no process: mostly softirq
+    stolen: float  # CPU time the hypervisor gave to other machines (/proc/stat's steal)
 
     def percent(self, name: str) -> float:
         return self._percent(self.cpu.get(name, 0.0))
 
     @property
     def other_percent(self) -> float:
-        """Noise: processes not ours (other sessions' tests, ...), in % of one core."""
-        return self._percent(sum(cpu for _, cpu in self.others))
+        """Noise: processes not ours (other sessions' tests, ...) and the hypervisor's steal, in % of one
+        core."""
+        return self._percent(sum(cpu for _, cpu in self.others) + self.stolen)
+
+    @property
+    def stolen_percent(self) -> float:
+        return self._percent(self.stolen)
 
     @property
     def unattributed_percent(self) -> float:
@@ -132,8 +141,9 @@ def usage(before: Snapshot, after: Snapshot) -> Usage:
     cpu = {name: after.cpu[name] - before.cpu[name] for name in before.cpu if name in after.cpu}
     others = _others(before, after)
     charged = sum(cpu.values()) + sum(c for _, c in others)
-    unattributed = max(after.busy - before.busy - charged, 0.0)
-    return Usage(after.at - before.at, cpu, others, unattributed)
+    stolen = after.stolen - before.stolen
+    unattributed = max(after.busy - before.busy - charged - stolen, 0.0)
+    return Usage(after.at - before.at, cpu, others, unattributed, stolen)
 
 
 def _others(before: Snapshot, after: Snapshot) -> list[tuple[str, float]]:

@@ -175,6 +175,7 @@ def _cpu_percent(run: Run) -> dict[str, Any]:
         "other": round(run.usage.other_percent, 1),
         "busiest_others": busiest,
         "kernel_unattributed": round(run.usage.unattributed_percent, 1),
+        "stolen": round(run.usage.stolen_percent, 1),
     }
 
 
@@ -245,7 +246,7 @@ def quietest(
     best = attempt()
     attempts = 1
     while _noise(run_of(best)) > NOISY_OTHER_PERCENT and attempts < MAX_ATTEMPTS and budget.left() > 0:
-        progress(f"{label}: other processes used {_noise(run_of(best)):.0f} % of a core: once more")
+        progress(f"{label}: other processes and steal used {_noise(run_of(best)):.0f} % of a core: once more")
         _quiet(label, pids, budget)
         started = time.monotonic()
         candidate = attempt()
@@ -536,12 +537,15 @@ def noise_warnings(results: list[dict[str, Any]]) -> list[str]:
                 continue
             other = result[key]["cpu_percent"].get("other", 0.0)
             if other > NOISY_OTHER_PERCENT:
+                shares = result[key]["cpu_percent"]
                 busiest = ", ".join(
-                    f"{k} {v} %" for k, v in result[key]["cpu_percent"]["busiest_others"].items()
+                    [f"{k} {v} %" for k, v in shares["busiest_others"].items()]
+                    + [f"steal {shares.get('stolen', 0.0)} %"]
                 )
                 warnings.append(
-                    f"{result['name']} {key}: other processes used {other:.0f} % of a core ({busiest}) "
-                    f"in the best of {result[key]['attempts']} attempts; its numbers are disturbed"
+                    f"{result['name']} {key}: other processes and steal used {other:.0f} % of a core "
+                    f"({busiest}) in the best of {result[key]['attempts']} attempts; its numbers are "
+                    "disturbed"
                 )
     return warnings
 
