@@ -135,6 +135,7 @@ class BenchStack(DevStack):
     def start(self) -> BenchStack:
         super().start()
         if self.floor_args is not None:  # Envoy connects to it at the first request, not before
+            self.floor_socket.unlink(missing_ok=True)  # left by an earlier run in the same folder
             command = [
                 sys.executable,
                 "-m",
