@@ -6,8 +6,9 @@ decoding, no hooks, no metadata, no metrics). Put behind a case's Envoy config i
 no sidecar written on grpc.aio can go below: Envoy's own CPU for that config's ext_proc messages, and
 grpc.aio's CPU for one stream with those messages. Prints `READY` once it listens.
 
-`--stream-responses` answers the response headers with a mode override to STREAMED response bodies, as
-the sidecar does for a per-chunk hook: then every chunk of the answer is a message too.
+`--response-bodies streamed|buffered` answers the response headers with a mode override that asks for
+the response body, as the sidecar does for a per-chunk hook (streamed: every part of the answer is a
+message) or for a hook that reads whole answers, e.g. the rate limiter's token counts (buffered).
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ ANSWERS = {
     "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse()),
     "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
 }
-STREAM_RESPONSES = pb.ProcessingResponse(
-    response_headers=pb.HeadersResponse(),
-    mode_override=ProcessingMode(response_body_mode=ProcessingMode.STREAMED),
-)
+RESPONSE_BODY_MODES = {"streamed": ProcessingMode.STREAMED, "buffered": ProcessingMode.BUFFERED}
 
 
 class FloorProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, stream_responses: bool) -> None:
+    def __init__(self, response_bodies: str | None) -> None:
         self.answers = dict(ANSWERS)
-        if stream_responses:
-            self.answers["response_headers"] = STREAM_RESPONSES
+        if response_bodies is not None:
+            self.answers["response_headers"] = pb.ProcessingResponse(
+                response_headers=pb.HeadersResponse(),
+                mode_override=ProcessingMode(response_body_mode=RESPONSE_BODY_MODES[response_bodies]),
+            )
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
         while True:
@@ -51,9 +52,9 @@ class FloorProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.write(self.answers[request.WhichOneof("request")])
 
 
-async def serve(socket_path: str, stream_responses: bool) -> None:
+async def serve(socket_path: str, response_bodies: str | None) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(FloorProcessor(stream_responses), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(FloorProcessor(response_bodies), server)
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
     print(READY, flush=True)
@@ -63,6 +64,6 @@ async def serve(socket_path: str, stream_responses: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("socket", help="the unix socket to listen on")
-    parser.add_argument("--stream-responses", action="store_true")
+    parser.add_argument("--response-bodies", choices=sorted(RESPONSE_BODY_MODES))
     args = parser.parse_args()
-    asyncio.run(serve(args.socket, args.stream_responses))
+    asyncio.run(serve(args.socket, args.response_bodies))

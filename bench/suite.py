@@ -136,6 +136,17 @@ CASES: tuple[Case, ...] = (
         targets=(share(0.4), RSS),
     ),
     Case(
+        16,
+        "ext-proc-floor-limiter",
+        "case 4's Envoy config and requests, answered by bench/floor_processor.py --response-bodies buffered "
+        "(the empty answer to each of its four messages): the most any processor can serve of cases 4 and 5 "
+        "(run right after case 4)",
+        "limiter-pii-routing.yaml",
+        body=USER_BODY,
+        headers=(BENCH_KEY,),
+        floor=("--response-bodies", "buffered"),
+    ),
+    Case(
         5,
         "limiter-pii-routing-redis",
         "the same with the limiter's counters in a real Valkey (extproc.cache.redis_url)",
@@ -161,16 +172,16 @@ CASES: tuple[Case, ...] = (
     Case(
         15,
         "ext-proc-floor-per-chunk",
-        "case 6's Envoy config and stream, answered by bench/floor_processor.py --stream-responses (the "
-        "empty answer to each message, STREAMED response bodies asked for as the sidecar does): the least "
-        "any grpc.aio sidecar costs per chunk (run right after case 6)",
+        "case 6's Envoy config and stream, answered by bench/floor_processor.py --response-bodies "
+        "streamed (the empty answer to each message, STREAMED response bodies asked for as the sidecar "
+        "does): the least any grpc.aio sidecar costs per chunk (run right after case 6)",
         "stream-per-chunk.yaml",
         upstream="mock",
         body=STREAM_BODY,
         headers=(f"x-mock-chunks: {STREAM_CHUNKS}",),
         expect=b'"object":"chat.completion.chunk"',
         stream_chunks=STREAM_CHUNKS,
-        floor=("--stream-responses",),
+        floor=("--response-bodies", "streamed"),
     ),
     Case(
         7,
