@@ -139,8 +139,8 @@ CASES: tuple[Case, ...] = (
         16,
         "ext-proc-floor-limiter",
         "case 4's Envoy config and requests, answered by bench/floor_processor.py --response-bodies buffered "
-        "(the empty answer to each of its four messages): the most any processor can serve of cases 4 and 5 "
-        "(run right after case 4)",
+        "(the empty answer to each of its four messages): the most a grpc.aio processor can serve of cases 4 "
+        "and 5 (run right after case 4)",
         "limiter-pii-routing.yaml",
         body=USER_BODY,
         headers=(BENCH_KEY,),
