@@ -24,10 +24,11 @@ from urllib.request import ProxyHandler, Request, build_opener
 
 import orjson
 
-from bench.stack import ENVOY_CONCURRENCY, direct_response_listener, free_port, local_request
+from bench.stack import ENVOY_CONCURRENCY, direct_response_listener, local_request
 from bench.suite import CHAT_BODY, PATH, Case
 from extproc.devtools.dev import envoy_binary
 from extproc.envoy import envoy_config
+from tests.helpers import free_port  # below the ephemeral range: the processes bind it later
 
 NAME = "litellm-peer"
 REPO = Path(__file__).resolve().parent.parent

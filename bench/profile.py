@@ -17,8 +17,9 @@ from pathlib import Path
 
 from bench.loadgen import h2load_command, run_h2load
 from bench.run import TMP, _config, _pids
-from bench.stack import BenchStack, free_port
+from bench.stack import BenchStack
 from bench.suite import CASES, Case
+from tests.helpers import free_port
 from tests.redis_server import ValkeyServer
 
 PY_SPY = Path(__file__).resolve().parents[1] / ".venv/bin/py-spy"
@@ -56,8 +57,7 @@ def profile(case: Case, folder: Path) -> str:
         run_dir = folder / case.name
         direct = free_port() if case.upstream == "direct" else None
         config = _config(case, run_dir, redis_url)
-        stack_in = BenchStack(config, run_dir=run_dir, ext_proc=True, direct_port=direct, floor=case.floor)
-        with stack_in as stack:
+        with BenchStack(config, run_dir=run_dir, ext_proc=True, direct_port=direct) as stack:
             pids = _pids(stack)
             raw = folder / f"{case.name}.raw"
             spy = subprocess.Popen(
@@ -73,15 +73,20 @@ def profile(case: Case, folder: Path) -> str:
     return f"{case.name}: {summary.rps:.0f} req/s, sidecar {cpu_ms:.2f} ms/req: {shares(raw)}"
 
 
+def profiled(case: Case) -> bool:
+    """Cases with one sidecar process: with several workers py-spy would sample only their supervisor,
+    and the floor cases are not the sidecar (`group` knows the sidecar's frames, not theirs)."""
+    return case.ext_proc and case.floor is None and "workers" not in case.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=[c.name for c in CASES if c.ext_proc])
+    parser.add_argument("--only", nargs="+", choices=[c.name for c in CASES if profiled(c)])
     args = parser.parse_args()
     folder = TMP / "profile"
     folder.mkdir(parents=True, exist_ok=True)
     for case in CASES:
-        # One sidecar process: with several workers py-spy would sample only their supervisor.
-        if case.ext_proc and "workers" not in case.name and (not args.only or case.name in args.only):
+        if profiled(case) and (not args.only or case.name in args.only):
             print(profile(case, folder), flush=True)
 
 

@@ -38,9 +38,10 @@ from bench.loadgen import (
     run_latency,
     wait_for_quiet,
 )
-from bench.stack import BenchStack, free_port, local_request
+from bench.stack import BenchStack, local_request
 from bench.suite import BASELINE, CASES, PATH, Case
 from extproc.devtools.dev import envoy_binary
+from tests.helpers import free_port  # below the ephemeral range: Envoy binds it later
 from tests.redis_server import ValkeyServer
 
 REPO = Path(__file__).resolve().parent.parent

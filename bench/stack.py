@@ -20,7 +20,6 @@ from bench import floor_processor
 from extproc.devtools.dev import DevStack, envoy_binary
 from extproc.envoy import envoy_config
 from extproc.request import pipeline as pipeline_module
-from tests.helpers import free_port  # noqa: F401  (below the ephemeral range: Envoy binds it later)
 
 DIRECT_LISTENER = "bench_upstream"
 MAIN_LISTENER = "llm"  # the listener envoy_config.bootstrap() names

@@ -38,7 +38,6 @@ from .test_deploy_envoy import PRE_CALL
 DEADLINE_S = 15.0
 
 
-
 class Upstream(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: ClassVar[list[dict[str, Any]]] = []

@@ -2,7 +2,6 @@
 bench, and the floor processor (`bench/floor_processor.py`) answers every message it is sent."""
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from helpers import free_port, json_lines  # noqa: E402
 from bench import stack as bench_stack  # noqa: E402
 from bench.run import ext_proc_accounting, failed_requests  # noqa: E402
 from bench.suite import CASES  # noqa: E402
+from extproc.envoy import envoy_config  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ class WithoutBuffer(bench_stack.BenchStack):
     def bootstrap(self, pipeline: Any) -> dict[str, Any]:
         config = super().bootstrap(pipeline)
         hcm = bench_stack._main_hcm(config)
-        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.buffer"]
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != envoy_config.HOLDING_FILTER]
         return config
 
 
@@ -47,8 +47,8 @@ def _accounting(stack: bench_stack.BenchStack) -> dict[str, Any]:
 
 
 @pytest.fixture
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield tmp_path_factory.mktemp("bench")  # short enough for the unix sockets' 108 bytes
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench")  # shorter than tmp_path: a unix socket's path has 108 bytes
 
 
 def test_the_floor_processor_answers_every_message(run_dir: Path) -> None:

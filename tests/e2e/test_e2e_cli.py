@@ -151,7 +151,6 @@ def logs_kept_in(stderr: str) -> Path:
     return Path(stderr.split("logs kept in ")[1].split()[0])
 
 
-
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

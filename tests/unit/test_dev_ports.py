@@ -23,7 +23,6 @@ def listening(host: str, reuse_port: bool) -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-
 @pytest.mark.parametrize("reuse_port", [False, True])
 @pytest.mark.parametrize("held_on", ["127.0.0.1", "0.0.0.0"])
 def test_a_listening_port_is_in_use(held_on, reuse_port):
